@@ -1,0 +1,286 @@
+"""The batched MuJoCo engine: N envs stepped together in MuJoCo's own C threads.
+
+Each env has its own `MjModel` copy (so per-env domain randomization costs nothing extra
+at step time); physics for the whole batch advances in one call to `mujoco.rollout` per
+control step. Observations, rewards, terminations and truncations are computed vectorized
+over the batch; Python does per-batch work, never per-env or per-substep work, except at
+resets (one `mj_forward` per reset env, to read its first sensors).
+
+Exposes Gymnasium's `VectorEnv` interface with same-step autoreset: when an episode ends,
+the returned observation is the first of the next episode and `info["final_obs"]` holds the
+last one (for bootstrapping truncated episodes), with `terminated` and `truncated` apart.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from mujoco import rollout
+
+from envs.randomization import Binder, Randomization
+from envs.task import StepView, Task
+
+_FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+_CTRL = mujoco.mjtState.mjSTATE_CTRL
+_XFRC = mujoco.mjtState.mjSTATE_XFRC_APPLIED
+
+
+class BatchedEnv(VectorEnv):
+    """`num_envs` copies of a task, one MjModel each, stepped by `mujoco.rollout`."""
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        task: Task,
+        num_envs: int,
+        seed: int = 0,
+        nthread: int = 2,
+        randomization: Randomization | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.task = task
+        self.num_envs = n = num_envs
+        self.nominal = task.load_model()
+        task.bind(self.nominal)
+        self.models = [_copy_model(self.nominal) for _ in range(n)]
+        self.nthread = max(1, int(nthread))
+        self._datas = [mujoco.MjData(self.nominal) for _ in range(self.nthread)]
+        self._scratch = mujoco.MjData(self.nominal)
+        self._runner = rollout.Rollout(nthread=self.nthread) if self.nthread > 1 else None
+        self.substeps = task.n_substeps(self.nominal)
+        self.dt = self.substeps * self.nominal.opt.timestep
+        self.rand = randomization or Randomization()
+        self.binder = (
+            Binder(self.rand, self.nominal, task.sensor_names) if not self.rand.is_empty else None
+        )
+
+        m = self.nominal
+        self.nq, self.nv, self.nu = m.nq, m.nv, m.nu
+        self.nstate = mujoco.mj_stateSize(m, _FULL)
+        self._qpos_at = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_TIME)
+        self._qvel_at = self._qpos_at + self.nq
+        self.pushes = self.rand.push_prob > 0
+        self.control_spec = _CTRL | _XFRC if self.pushes else _CTRL
+        self.ncontrol = mujoco.mj_stateSize(m, self.control_spec)
+
+        # Buffers, allocated once.
+        S = self.substeps
+        self.state = np.zeros((n, self.nstate))
+        self._out_state = np.zeros((n, S, self.nstate))
+        self._out_sens = np.zeros((n, S, m.nsensordata))
+        self._control = np.zeros((n, S, self.ncontrol))
+        self._qpos_prev = np.zeros((n, self.nq))
+        self.sensordata = np.zeros((n, m.nsensordata))
+        self.ctrl_low = np.where(m.actuator_ctrllimited, m.actuator_ctrlrange[:, 0], -np.inf)
+        self.ctrl_high = np.where(m.actuator_ctrllimited, m.actuator_ctrlrange[:, 1], np.inf)
+        self.steps = np.zeros(n, dtype=np.int64)
+        self.returns = np.zeros(n)
+
+        # Per-env randomized signals (latency in substeps, sensor bias, resolution).
+        lat_hi = self.rand.latency_s.bounds[1] if self.rand.latency_s else 0.0
+        self._hist_len = int(np.ceil(lat_hi / self.dt)) + 2
+        self._hist = np.zeros((self._hist_len, n, self.nu))
+        self._cursor = 0
+        self.latency_steps = np.zeros(n, dtype=np.int64)
+        self.latency_sub = np.zeros(n, dtype=np.int64)
+        ns = len(task.sensor_names)
+        self.sensor_bias = np.zeros((n, ns))
+        self.res_scale = np.ones((n, 1))
+        self.base_resolution = (
+            task.spec.resolution if hasattr(task, "spec") else np.zeros(ns)  # type: ignore[attr-defined]
+        )
+        self.obs_noise_std = self.binder.obs_noise_std if self.binder else np.zeros(ns)
+        self._trace = np.zeros((n, task.max_episode_steps, ns)) if task.has_success else None
+
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, (task.obs_dim,), np.float64)
+        self.single_action_space = spaces.Box(
+            task.action_low.astype(np.float32), task.action_high.astype(np.float32)
+        )
+        self.observation_space = spaces.Box(-np.inf, np.inf, (n, task.obs_dim), np.float64)
+        self.action_space = spaces.Box(
+            np.tile(self.single_action_space.low, (n, 1)),
+            np.tile(self.single_action_space.high, (n, 1)),
+        )
+        self._arange = np.arange(n)
+        self._rng = np.random.default_rng(seed)
+        self._safe_ctrl = np.clip(task.ctrl(np.zeros((1, task.act_dim)))[0], self.ctrl_low, self.ctrl_high)
+        self.obs = np.zeros((n, task.obs_dim))
+
+    # ---------------------------------------------------------------- gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._reset_envs(self._arange)
+        return self.obs.copy(), {}
+
+    def step(self, actions: np.ndarray):
+        task, n, S = self.task, self.num_envs, self.substeps
+        action = np.clip(np.asarray(actions, dtype=np.float64), task.action_low, task.action_high)
+        ctrl = task.ctrl(action)
+        cmd = ctrl
+        if self.rand.action_noise_std > 0:
+            cmd = ctrl + self._rng.normal(0.0, self.rand.action_noise_std, ctrl.shape)
+        cmd = np.clip(cmd, self.ctrl_low, self.ctrl_high)
+        self._write_controls(cmd)
+
+        self._qpos_prev[:] = self.state[:, self._qpos_at : self._qvel_at]
+        self._rollout()
+        self.state[:] = self._out_state[:, -1]
+        self.sensordata[:] = self._out_sens[:, -1]
+        self.steps += 1
+
+        sensors = self._read_sensors(self._arange)
+        view = self._view(sensors, action, ctrl)
+        obs = task.observe(view)
+        reward = task.reward(view)
+        terminated = task.terminated(view)
+        truncated = (self.steps >= task.max_episode_steps) & ~terminated
+        self.returns += reward
+        if self._trace is not None:
+            idx = np.minimum(self.steps - 1, task.max_episode_steps - 1)
+            self._trace[self._arange, idx] = sensors
+
+        done = terminated | truncated
+        info: dict = {}
+        self.obs[:] = obs
+        if done.any():
+            ids = np.flatnonzero(done)
+            info["final_obs"] = obs.copy()
+            info["_final_obs"] = done
+            ep = {"r": self.returns[ids].copy(), "l": self.steps[ids].copy(), "ids": ids}
+            if self._trace is not None:
+                ok = task.success(self._trace[ids]) & truncated[ids]
+                ep["success"] = ok
+            info["episode"] = ep
+            self._reset_envs(ids)
+        return self.obs.copy(), reward, terminated, truncated, info
+
+    def close(self, **kwargs) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    # ---------------------------------------------------------------- internals
+
+    def _rollout(self) -> None:
+        models = self.models
+        if self._runner is not None:
+            self._runner.rollout(
+                models,
+                self._datas,
+                self.state,
+                self._control,
+                control_spec=self.control_spec,
+                skip_checks=True,
+                nstep=self.substeps,
+                state=self._out_state,
+                sensordata=self._out_sens,
+            )
+        else:
+            rollout.rollout(
+                models,
+                self._datas[0],
+                self.state,
+                self._control,
+                control_spec=self.control_spec,
+                skip_checks=True,
+                nstep=self.substeps,
+                state=self._out_state,
+                sensordata=self._out_sens,
+            )
+
+    def _write_controls(self, cmd: np.ndarray) -> None:
+        """Fill the (N, substeps, ncontrol) control array, applying latency and pushes."""
+        nu, H = self.nu, self._hist_len
+        self._cursor = (self._cursor + 1) % H
+        self._hist[self._cursor] = cmd
+        if self._hist_len <= 2 or not self.latency_steps.any() and not self.latency_sub.any():
+            self._control[:, :, :nu] = cmd[:, None, :]
+        else:
+            # The command applied at substep j was issued `latency` ago: k whole control
+            # steps plus f substeps. Before substep f the one before that still holds.
+            k, f = self.latency_steps, self.latency_sub
+            newer = self._hist[(self._cursor - k) % H, self._arange]
+            older = self._hist[(self._cursor - k - 1) % H, self._arange]
+            j = np.arange(self.substeps)
+            self._control[:, :, :nu] = np.where(
+                (j[None, :] < f[:, None])[..., None], older[:, None, :], newer[:, None, :]
+            )
+        if self.pushes:
+            xfrc = self._control[:, :, nu:].reshape(self.num_envs, self.substeps, -1, 6)
+            xfrc[:] = 0.0
+            hit = np.flatnonzero(self._rng.random(self.num_envs) < self.rand.push_prob)
+            if hit.size:
+                ang = self._rng.uniform(0, 2 * np.pi, hit.size)
+                force = self.rand.push_force * np.stack([np.cos(ang), np.sin(ang)], axis=1)
+                b = self.binder.push_body  # type: ignore[union-attr]
+                xfrc[hit, :, b, 0:2] = force[:, None, :]
+
+    def _read_sensors(self, ids: np.ndarray) -> np.ndarray | None:
+        if not self.task.sensor_names:
+            return None
+        noise = None
+        if self.obs_noise_std.any():
+            noise = self._rng.normal(0.0, 1.0, (ids.size, self.obs_noise_std.size)) * self.obs_noise_std
+        res = self.base_resolution * self.res_scale[ids]
+        return self.task.sensors(self.sensordata[ids], noise, self.sensor_bias[ids], res)
+
+    def _view(self, sensors, action, ctrl) -> StepView:
+        return StepView(
+            qpos=self.state[:, self._qpos_at : self._qvel_at],
+            qvel=self.state[:, self._qvel_at : self._qvel_at + self.nv],
+            qpos_prev=self._qpos_prev,
+            sensordata=self.sensordata,
+            sensors=sensors,
+            action=action,
+            ctrl=ctrl,
+        )
+
+    def _reset_envs(self, ids: np.ndarray) -> None:
+        """New episode for the envs in `ids`: resample their models, initial state, signals."""
+        task, rng = self.task, self._rng
+        if self.binder is not None:
+            for i in ids:
+                p = self.binder.sample(rng)
+                self.binder.apply(self.models[i], p)
+                self.latency_steps[i], self.latency_sub[i] = divmod(
+                    int(round(p.latency_s / self.nominal.opt.timestep)), self.substeps
+                )
+                if p.sensor_bias is not None:
+                    self.sensor_bias[i] = p.sensor_bias
+                self.res_scale[i] = p.resolution_scale
+        qpos, qvel = task.initial_state(self.nominal, rng, ids.size)
+        d = self._scratch
+        for row, i in enumerate(ids):
+            mujoco.mj_resetData(self.models[i], d)
+            d.qpos[:] = qpos[row]
+            d.qvel[:] = qvel[row]
+            mujoco.mj_forward(self.models[i], d)
+            mujoco.mj_getState(self.models[i], d, self.state[i], _FULL)
+            self.sensordata[i] = d.sensordata
+        self._hist[:, ids] = self._safe_ctrl
+        self.steps[ids] = 0
+        self.returns[ids] = 0.0
+        self._qpos_prev[ids] = qpos
+        sensors = self._read_sensors(ids)
+        view = StepView(
+            qpos=self.state[ids, self._qpos_at : self._qvel_at],
+            qvel=self.state[ids, self._qvel_at : self._qvel_at + self.nv],
+            qpos_prev=self._qpos_prev[ids],
+            sensordata=self.sensordata[ids],
+            sensors=sensors,
+            action=np.zeros((ids.size, task.act_dim)),
+            ctrl=np.zeros((ids.size, self.nu)),
+        )
+        self.obs[ids] = task.observe(view)
+
+
+def _copy_model(m: mujoco.MjModel) -> mujoco.MjModel:
+    import copy
+
+    return copy.copy(m)

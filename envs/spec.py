@@ -1,0 +1,280 @@
+"""The robot spec: the one definition of a robot that every stage reads.
+
+A `RobotSpec` owns the MJCF model, the sensor layout the controller reports, the
+observation function, the action mapping, limits, control rate, episode length, reward and
+success test. The training env, the ONNX metadata, the bridge, the simulated controller and
+replay all read it; nothing about a robot is written twice.
+
+Functions on the spec are vectorized numpy over a leading batch axis, so the same code runs
+for 256 simulated envs and for the single observation the bridge builds each tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+
+class SpecError(ValueError):
+    """A robot spec, or an MJCF model, that does not fit together."""
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """One value in the controller's STATE message."""
+
+    name: str
+    """Name in the STATE layout; also the MuJoCo sensor that simulates it."""
+    unit: str
+    """Physical unit, e.g. 'rad', 'rad/s'."""
+    low: float
+    """Lowest value that is safe; outside [low, high] the robot is out of its envelope."""
+    high: float
+    """Highest value that is safe."""
+    resolution: float = 0.0
+    """Quantum of the reading (an encoder's 2*pi/counts), 0 for a continuous value."""
+
+
+@dataclass(frozen=True)
+class Actuator:
+    """One value in the host's COMMAND message."""
+
+    name: str
+    """Name in the COMMAND layout; also the MuJoCo actuator that simulates it."""
+    unit: str
+    """Physical unit of the command, e.g. 'V' (motor voltage), 'rad' (servo target)."""
+    low: float
+    """Lowest command the controller accepts."""
+    high: float
+    """Highest command the controller accepts."""
+    kind: str = "effort"
+    """'effort' (voltage, current or torque) or 'position' (servo target with PD gains)."""
+    safe: float = 0.0
+    """Command of the safe state (zero voltage; for servos the hold pose, or torque-off)."""
+    center: float | None = None
+    """Command at policy action 0 (default pose for servos); None = middle of [low, high]."""
+    half_range: float | None = None
+    """Command change for policy action +-1; None = half of [low, high]."""
+    kp: float = 0.0
+    """Position gain the servo runs with (position actuators only)."""
+    kd: float = 0.0
+    """Damping gain the servo runs with (position actuators only)."""
+
+
+@dataclass(frozen=True)
+class RobotSpec(ABC):
+    """A robot: model, sensor and actuator layout, observation, action mapping, task.
+
+    Subclasses fill in the task (observation, reward, termination, success, initial state);
+    the layout and the linear action mapping are data.
+    """
+
+    name: str
+    """Robot name; the controller's INFO must report the same."""
+    version: int
+    """Spec version; bump when the observation or action layout changes."""
+    xml: str
+    """MJCF file, absolute or relative to envs/assets/."""
+    sensors: tuple[Sensor, ...]
+    actuators: tuple[Actuator, ...]
+    control_hz: float = 100.0
+    """Policy rate (COMMAND rate on the wire)."""
+    episode_s: float = 5.0
+    """Episode length in seconds."""
+    obs_names: tuple[str, ...] = field(default=())
+    """Names of the observation entries, in order."""
+
+    # ---------------------------------------------------------------- layout
+
+    @property
+    def xml_path(self) -> Path:
+        p = Path(self.xml)
+        return p if p.is_absolute() else Path(__file__).parent / "assets" / p
+
+    @property
+    def n_sensors(self) -> int:
+        return len(self.sensors)
+
+    @property
+    def n_actuators(self) -> int:
+        return len(self.actuators)
+
+    @property
+    def obs_dim(self) -> int:
+        return len(self.obs_names)
+
+    @property
+    def act_dim(self) -> int:
+        return len(self.actuators)
+
+    @property
+    def episode_steps(self) -> int:
+        return int(round(self.episode_s * self.control_hz))
+
+    @property
+    def command_low(self) -> np.ndarray:
+        return np.array([a.low for a in self.actuators], dtype=np.float64)
+
+    @property
+    def command_high(self) -> np.ndarray:
+        return np.array([a.high for a in self.actuators], dtype=np.float64)
+
+    @property
+    def action_offset(self) -> np.ndarray:
+        """Command at action 0."""
+        return np.array(
+            [a.center if a.center is not None else 0.5 * (a.low + a.high) for a in self.actuators]
+        )
+
+    @property
+    def action_scale(self) -> np.ndarray:
+        """Command change per unit of action."""
+        return np.array(
+            [
+                a.half_range if a.half_range is not None else 0.5 * (a.high - a.low)
+                for a in self.actuators
+            ]
+        )
+
+    @property
+    def safe_command(self) -> np.ndarray:
+        return np.array([a.safe for a in self.actuators], dtype=np.float64)
+
+    @property
+    def resolution(self) -> np.ndarray:
+        return np.array([s.resolution for s in self.sensors], dtype=np.float64)
+
+    def action_to_command(self, action: np.ndarray) -> np.ndarray:
+        """Policy output (mean action, nominally in [-1, 1]) -> command in physical units.
+
+        The same affine map and clip is frozen into the exported ONNX graph
+        (`export.onnx`), so the host never re-implements it.
+        """
+        cmd = self.action_offset + self.action_scale * np.clip(action, -1.0, 1.0)
+        return np.clip(cmd, self.command_low, self.command_high)
+
+    # ---------------------------------------------------------------- model
+
+    def load_model(self, xml_path: str | Path | None = None) -> mujoco.MjModel:
+        """Compile the MJCF (or an alternate one) and check it matches this spec."""
+        path = Path(xml_path) if xml_path is not None else self.xml_path
+        if not path.is_file():
+            raise SpecError(f"MJCF file not found: {path}")
+        try:
+            model = mujoco.MjModel.from_xml_path(str(path))
+        except Exception as e:  # mujoco raises ValueError with a multi-line message
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SpecError(f"MJCF {path} does not compile: {first}") from None
+        self.check_model(model, str(path))
+        return model
+
+    def check_model(self, model: mujoco.MjModel, where: str = "model") -> None:
+        for s in self.sensors:
+            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.name) < 0:
+                raise SpecError(f"{where}: robot '{self.name}' needs sensor '{s.name}', missing")
+            sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.name)
+            if model.sensor_dim[sid] != 1:
+                raise SpecError(f"{where}: sensor '{s.name}' must be scalar")
+        for a in self.actuators:
+            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a.name) < 0:
+                raise SpecError(f"{where}: robot '{self.name}' needs actuator '{a.name}', missing")
+        if model.nu != self.n_actuators:
+            raise SpecError(
+                f"{where}: has {model.nu} actuators, robot '{self.name}' defines {self.n_actuators}"
+            )
+
+    def sensor_index(self, model: mujoco.MjModel) -> np.ndarray:
+        """Indices into `sensordata` of the spec's sensors, in layout order."""
+        ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.name) for s in self.sensors]
+        return np.array([model.sensor_adr[i] for i in ids], dtype=np.int64)
+
+    def actuator_index(self, model: mujoco.MjModel) -> np.ndarray:
+        """Indices into `ctrl` of the spec's actuators, in layout order."""
+        return np.array(
+            [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a.name) for a in self.actuators]
+        )
+
+    def read_sensors(
+        self,
+        sensordata: np.ndarray,
+        index: np.ndarray,
+        resolution: np.ndarray | None = None,
+        noise: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """MuJoCo sensordata (N, nsensordata) -> controller readings (N, n_sensors).
+
+        Adds bias and noise, then quantizes to the sensor resolution (an encoder reports
+        counts, so quantization is last). Used by the env and by sim_robot alike.
+        """
+        x = np.take(sensordata, index, axis=-1, out=out)
+        if bias is not None:
+            x += bias
+        if noise is not None:
+            x += noise
+        res = self.resolution if resolution is None else resolution
+        if np.any(res > 0):
+            q = np.where(res > 0, res, 1.0)
+            x[...] = np.where(res > 0, np.round(x / q) * q, x)
+        return x
+
+    # ---------------------------------------------------------------- task
+
+    @abstractmethod
+    def observe(self, sensors: np.ndarray) -> np.ndarray:
+        """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32."""
+
+    @abstractmethod
+    def reward(
+        self, sensors: np.ndarray, command: np.ndarray, action: np.ndarray
+    ) -> np.ndarray:
+        """Per-step reward (N,) from true sensor values, the command and the raw action."""
+
+    @abstractmethod
+    def terminated(self, sensors: np.ndarray) -> np.ndarray:
+        """(N,) bool: the robot left its safe envelope (episode ends, no bootstrap)."""
+
+    @abstractmethod
+    def success(self, sensors: np.ndarray) -> np.ndarray:
+        """Success of whole episodes from their sensor traces (N, T, n_sensors) -> (N,)."""
+
+    @abstractmethod
+    def initial_state(
+        self, model: mujoco.MjModel, rng: np.random.Generator, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(qpos (n, nq), qvel (n, nv)) to start episodes from."""
+
+    # ---------------------------------------------------------------- metadata
+
+    def layout(self) -> dict:
+        """Everything another stage must agree on, as plain JSON-able data."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "control_hz": self.control_hz,
+            "sensors": [asdict(s) for s in self.sensors],
+            "actuators": [asdict(a) for a in self.actuators],
+            "obs_names": list(self.obs_names),
+        }
+
+    def layout_hash(self) -> str:
+        blob = json.dumps(self.layout(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_rate(self, control_hz: float) -> RobotSpec:
+        """The same robot at another control rate."""
+        from dataclasses import replace
+
+        return replace(self, control_hz=float(control_hz))
+
+
+def wrap_angle(x: np.ndarray) -> np.ndarray:
+    """Wrap to [-pi, pi)."""
+    return (x + np.pi) % (2 * np.pi) - np.pi
