@@ -1,73 +1,145 @@
 /* pr_cobs: COBS encoder and decoder; see pr_cobs.h. */
 #include "pr_cobs.h"
 
+void pr_cobs_enc_begin(pr_cobs_enc_t *enc, uint8_t *out, size_t cap)
+{
+    enc->out = out;
+    enc->cap = cap;
+    enc->len = 0;
+    enc->code_pos = 0;
+    enc->code = 1;
+    enc->open = 0;
+    enc->final = 1;
+    enc->overflow = 0;
+}
+
+static void enc_emit(pr_cobs_enc_t *enc, uint8_t byte)
+{
+    if (enc->len >= enc->cap) {
+        enc->overflow = 1;
+        return;
+    }
+    enc->out[enc->len++] = byte;
+}
+
+void pr_cobs_enc_put(pr_cobs_enc_t *enc, uint8_t byte)
+{
+    if (enc->overflow) {
+        return;
+    }
+    /* Blocks open lazily, so that input ending on a full block needs no empty block. */
+    if (!enc->open) {
+        enc->code_pos = enc->len;
+        enc_emit(enc, 0); /* placeholder for the length code */
+        enc->code = 1;
+        enc->open = 1;
+    }
+    if (byte == 0) {
+        if (!enc->overflow) {
+            enc->out[enc->code_pos] = enc->code;
+        }
+        enc->open = 0;
+        enc->final = 1;
+        return;
+    }
+    enc_emit(enc, byte);
+    enc->code++;
+    if (enc->code == 0xFF) {
+        if (!enc->overflow) {
+            enc->out[enc->code_pos] = 0xFF;
+        }
+        enc->open = 0;
+        enc->final = 0;
+    }
+}
+
+size_t pr_cobs_enc_end(pr_cobs_enc_t *enc)
+{
+    if (enc->open) {
+        if (!enc->overflow) {
+            enc->out[enc->code_pos] = enc->code;
+        }
+        enc->open = 0;
+    } else if (enc->final) {
+        enc_emit(enc, 1);
+        enc->final = 0;
+    }
+    return enc->overflow ? 0 : enc->len;
+}
+
+void pr_cobs_dec_begin(pr_cobs_dec_t *dec, uint8_t *out, size_t cap)
+{
+    dec->out = out;
+    dec->cap = cap;
+    dec->len = 0;
+    dec->code = 0;
+    dec->remaining = 0;
+    dec->started = 0;
+    dec->error = 0;
+}
+
+void pr_cobs_dec_put(pr_cobs_dec_t *dec, uint8_t byte)
+{
+    if (dec->error) {
+        return;
+    }
+    if (byte == 0) {
+        dec->error = 1;
+        return;
+    }
+    if (dec->remaining == 0) {
+        /* A length code. The block before it stood for a zero unless it was full. */
+        if (dec->started && dec->code < 0xFF) {
+            if (dec->len >= dec->cap) {
+                dec->error = 1;
+                return;
+            }
+            dec->out[dec->len++] = 0;
+        }
+        dec->code = byte;
+        dec->remaining = (uint8_t)(byte - 1u);
+        dec->started = 1;
+        return;
+    }
+    if (dec->len >= dec->cap) {
+        dec->error = 1;
+        return;
+    }
+    dec->out[dec->len++] = byte;
+    dec->remaining--;
+}
+
+int pr_cobs_dec_end(pr_cobs_dec_t *dec, size_t *out_len)
+{
+    if (dec->error || dec->remaining != 0) {
+        *out_len = 0;
+        return -1;
+    }
+    *out_len = dec->len;
+    return 0;
+}
+
 size_t pr_cobs_encode(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
+    pr_cobs_enc_t enc;
     size_t i;
-    size_t o = 1;        /* next output position */
-    size_t code_pos = 0; /* where the current block's length code goes */
-    uint8_t code = 1;    /* length code of the current block: 1 + data bytes so far */
 
-    if (cap < PR_COBS_MAX_ENCODED(n)) {
-        return 0;
-    }
+    pr_cobs_enc_begin(&enc, out, cap);
     for (i = 0; i < n; i++) {
-        if (in[i] == 0) {
-            out[code_pos] = code;
-            code_pos = o++;
-            code = 1;
-        } else {
-            out[o++] = in[i];
-            code++;
-            if (code == 0xFF) {
-                out[code_pos] = code;
-                if (i + 1 == n) {
-                    /* A full block that ends the input needs no trailing block. */
-                    return o;
-                }
-                code_pos = o++;
-                code = 1;
-            }
-        }
+        pr_cobs_enc_put(&enc, in[i]);
     }
-    out[code_pos] = code;
-    return o;
+    return pr_cobs_enc_end(&enc);
 }
 
 int pr_cobs_decode(const uint8_t *in, size_t n, uint8_t *out, size_t cap, size_t *out_len)
 {
-    size_t idx = 0;
-    size_t o = 0;
+    pr_cobs_dec_t dec;
+    size_t i;
 
-    *out_len = 0;
-    while (idx < n) {
-        uint8_t code = in[idx++];
-        size_t end;
-
-        if (code == 0) {
-            return -1;
-        }
-        end = idx + (size_t)code - 1u;
-        if (end > n) {
-            return -1;
-        }
-        if (o + (end - idx) > cap) {
-            return -1;
-        }
-        for (; idx < end; idx++) {
-            if (in[idx] == 0) {
-                return -1;
-            }
-            out[o++] = in[idx];
-        }
-        /* Every block but the last and but a full one stands for a zero byte. */
-        if (idx < n && code < 0xFF) {
-            if (o >= cap) {
-                return -1;
-            }
-            out[o++] = 0;
-        }
+    /* In place is safe: the decoder never writes ahead of the byte it reads. */
+    pr_cobs_dec_begin(&dec, out, cap);
+    for (i = 0; i < n; i++) {
+        pr_cobs_dec_put(&dec, in[i]);
     }
-    *out_len = o;
-    return 0;
+    return pr_cobs_dec_end(&dec, out_len);
 }

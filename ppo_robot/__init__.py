@@ -1,0 +1,1 @@
+"""PPO for continuous actions, its training runner and entry points (train, evaluate)."""

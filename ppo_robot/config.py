@@ -1,0 +1,174 @@
+"""Typed configs for training and evaluation (Hydra structured configs).
+
+The YAML files in `configs/` are validated against these dataclasses: an unknown key or a
+wrong type is refused when Hydra composes the config. `validate()` checks what types
+cannot (ranges, divisibility) with one-line errors naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from ppo_robot.cli import UserError
+
+
+@dataclass
+class EnvConfig:
+    name: str = "furuta"
+    """Config name of the task (the file in configs/env/)."""
+    kind: str = "robot"
+    """'robot' (a shipped robot spec) or 'gym' (a Gymnasium MuJoCo task)."""
+    robot: str = "furuta"
+    """Robot spec name (kind=robot)."""
+    control_hz: float = 100.0
+    """Control rate (kind=robot); must be a whole number of physics steps."""
+    model_xml: str | None = None
+    """Alternate MJCF with the same sensors and actuators (kind=robot); null = the spec's."""
+    num_envs: int = 256
+    """Envs stepped together."""
+    nthread: int = 2
+    """MuJoCo rollout threads."""
+
+
+@dataclass
+class PPOConfig:
+    objective: str = "clip"
+    """'clip' (PPO2 clipped surrogate) or 'kl' (PPO1 adaptive-KL penalty)."""
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layer sizes of actor and critic."""
+    activation: str = "tanh"
+    """tanh, elu, relu or silu."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian policy."""
+    n_steps: int = 32
+    """Rollout length T per env per update (batch = T x num_envs)."""
+    epochs: int = 5
+    """Passes over the batch per update."""
+    minibatches: int = 4
+    """Minibatches per epoch; must divide T x num_envs."""
+    lr: float = 3e-4
+    """(Initial) learning rate."""
+    lr_schedule: str = "adaptive"
+    """constant, linear (to 0 at the end) or adaptive (by KL, RSL-RL)."""
+    lr_min: float = 1e-5
+    """Lower bound of the adaptive schedule."""
+    lr_max: float = 1e-2
+    """Upper bound of the adaptive schedule."""
+    desired_kl: float = 0.01
+    """KL target of the adaptive schedule and of the KL-penalty objective."""
+    kl_beta: float = 1.0
+    """Initial KL penalty coefficient (objective=kl)."""
+    kl_stop: float = 0.0
+    """Stop an update's epochs when a minibatch's KL exceeds this (0 = off)."""
+    gamma: float = 0.99
+    """Discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    clip: float = 0.2
+    """Ratio clip epsilon."""
+    value_clip: float = 0.0
+    """Value-loss clip around the old value (0 = off)."""
+    vf_coef: float = 1.0
+    """Value loss weight."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip (0 = off)."""
+    norm_adv: bool = True
+    """Normalize advantages per minibatch."""
+    norm_reward: bool = False
+    """Scale rewards by the running std of the discounted return."""
+    obs_clip: float = 10.0
+    """Clip of the normalized observation."""
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Task (config group env=)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """Algorithm hyperparameters (config group ppo=)."""
+    randomization: Any = None
+    """Domain randomization (config group randomization=), schema in envs/randomization.py."""
+    seed: int = 0
+    """Seed of envs, networks and sampling."""
+    total_steps: int = 3_000_000
+    """Environment steps (summed over envs) to train for."""
+    run_dir: str = "runs/default"
+    """Output folder: config, metrics.csv, TensorBoard events, checkpoints."""
+    torch_threads: int = 1
+    """Torch intra-op threads (MuJoCo has its own)."""
+    eval_every: int = 20
+    """Deterministic evaluation every this many updates (0 = only at the end)."""
+    eval_episodes: int = 32
+    """Episodes per evaluation (run as one batch)."""
+    resume: str | None = None
+    """Checkpoint to continue from (same config), e.g. runs/x/checkpoints/last.pt."""
+    progress: bool = True
+    """Live progress bar on stderr."""
+    stop_success: float = 0.0
+    """Stop early once evaluation success reaches this (0 = never; robots only)."""
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = "???"
+    """Checkpoint to evaluate."""
+    episodes: int = 100
+    """Episodes (run as one batch)."""
+    randomization: Any = None
+    """Randomization group to evaluate under (null = nominal dynamics)."""
+    reality: str | None = None
+    """A reality perturbation YAML (fixed values in the randomization schema)."""
+    seed: int = 12345
+    """Seed of the evaluation episodes."""
+    log: str | None = None
+    """Write the first episode as an MCAP rollout log (the deploy format) to this path."""
+    out_dir: str | None = None
+    """Where the JSON summary is saved (default: next to the checkpoint)."""
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="evaluate_schema", node=EvalConfig)
+    cs.store(group="env", name="env_schema", node=EnvConfig)
+    cs.store(group="ppo", name="ppo_schema", node=PPOConfig)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Range checks a type cannot express; raises UserError naming the key."""
+    p, e = cfg.ppo, cfg.env
+    checks = [
+        (p.lr > 0, f"ppo.lr must be > 0, got {p.lr}"),
+        (p.n_steps >= 1, f"ppo.n_steps must be >= 1, got {p.n_steps}"),
+        (p.epochs >= 1, f"ppo.epochs must be >= 1, got {p.epochs}"),
+        (p.minibatches >= 1, f"ppo.minibatches must be >= 1, got {p.minibatches}"),
+        (0 < p.gamma <= 1, f"ppo.gamma must be in (0, 1], got {p.gamma}"),
+        (0 <= p.lam <= 1, f"ppo.lam must be in [0, 1], got {p.lam}"),
+        (p.clip > 0, f"ppo.clip must be > 0, got {p.clip}"),
+        (p.objective in ("clip", "kl"), f"ppo.objective must be 'clip' or 'kl', got '{p.objective}'"),
+        (
+            p.lr_schedule in ("constant", "linear", "adaptive"),
+            f"ppo.lr_schedule must be constant, linear or adaptive, got '{p.lr_schedule}'",
+        ),
+        (p.activation in ("tanh", "elu", "relu", "silu"), f"ppo.activation: unknown '{p.activation}'"),
+        (all(h > 0 for h in p.hidden), f"ppo.hidden must be positive sizes, got {list(p.hidden)}"),
+        (e.num_envs >= 1, f"env.num_envs must be >= 1, got {e.num_envs}"),
+        (e.nthread >= 1, f"env.nthread must be >= 1, got {e.nthread}"),
+        (e.kind in ("robot", "gym"), f"env.kind must be 'robot' or 'gym', got '{e.kind}'"),
+        (cfg.total_steps > 0, f"total_steps must be > 0, got {cfg.total_steps}"),
+        (cfg.eval_episodes >= 1, f"eval_episodes must be >= 1, got {cfg.eval_episodes}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(msg)
+    batch = p.n_steps * e.num_envs
+    if batch % p.minibatches:
+        raise UserError(
+            f"ppo.minibatches={p.minibatches} does not divide the batch "
+            f"ppo.n_steps x env.num_envs = {batch}"
+        )

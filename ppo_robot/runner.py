@@ -1,0 +1,350 @@
+"""The training runner: owns the loop. Steps envs, times, logs, evaluates, checkpoints.
+
+PPO only acts and updates (`ppo_robot/ppo.py`); storage holds the batch
+(`ppo_robot/storage.py`); envs come from `envs.make`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.make import make_env
+from envs.randomization import Randomization
+from ppo_robot.checkpoint import load_checkpoint, save_checkpoint
+from ppo_robot.config import TrainConfig
+from ppo_robot.networks import Actor, Critic
+from ppo_robot.normalizer import ReturnScaler
+from ppo_robot.ppo import PPO
+from ppo_robot.storage import RolloutStorage
+
+log = logging.getLogger(__name__)
+
+METRIC_FIELDS = [
+    "update",
+    "step",
+    "wall_s",
+    "steps_per_s",
+    "return_mean",
+    "episode_length",
+    "success_rate",
+    "eval_return",
+    "eval_success",
+    "policy_loss",
+    "value_loss",
+    "kl",
+    "entropy",
+    "clip_frac",
+    "lr",
+    "beta",
+]
+
+
+@dataclass
+class EvalResult:
+    return_mean: float
+    return_std: float
+    success_rate: float | None
+    length_mean: float
+    episodes: int
+
+
+@torch.no_grad()
+def evaluate_policy(actor: Actor, env, seed: int) -> EvalResult:
+    """Deterministic (mean action) evaluation: one episode per env, run as one batch."""
+    n = env.num_envs
+    obs, _ = env.reset(seed=seed)
+    returns = np.full(n, np.nan)
+    lengths = np.zeros(n)
+    success = np.zeros(n, dtype=bool)
+    has_success = False
+    for _ in range(env.task.max_episode_steps if hasattr(env, "task") else 1000):
+        action = actor(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+        obs, _, _, _, info = env.step(action)
+        ep = info.get("episode")
+        if ep is not None:
+            ids = ep["ids"]
+            first = np.isnan(returns[ids])
+            returns[ids[first]] = ep["r"][first]
+            lengths[ids[first]] = ep["l"][first]
+            if "success" in ep:
+                has_success = True
+                success[ids[first]] = ep["success"][first]
+        if not np.isnan(returns).any():
+            break
+    done = ~np.isnan(returns)
+    return EvalResult(
+        return_mean=float(np.mean(returns[done])) if done.any() else float("nan"),
+        return_std=float(np.std(returns[done])) if done.any() else float("nan"),
+        success_rate=float(np.mean(success[done])) if has_success else None,
+        length_mean=float(np.mean(lengths[done])) if done.any() else float("nan"),
+        episodes=int(done.sum()),
+    )
+
+
+class Runner:
+    def __init__(self, cfg: TrainConfig, cfg_dict: dict[str, Any], rand: Randomization) -> None:
+        self.cfg = cfg
+        self.cfg_dict = cfg_dict
+        self.rand = rand
+        self.run_dir = Path(cfg.run_dir)
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+
+        e, p = cfg.env, cfg.ppo
+        self.env = make_env(e, e.num_envs, cfg.seed, rand)
+        self.eval_env = make_env(e, cfg.eval_episodes, cfg.seed + 10_000, rand)
+        obs_dim = self.env.single_observation_space.shape[0]
+        act_dim = self.env.single_action_space.shape[0]
+        self.actor = Actor(obs_dim, act_dim, list(p.hidden), p.activation, p.init_log_std, p.obs_clip)
+        self.critic = Critic(obs_dim, list(p.hidden), p.activation)
+        self.batch = p.n_steps * e.num_envs
+        self.n_updates = max(1, math.ceil(cfg.total_steps / self.batch))
+        self.ppo = PPO(self.actor, self.critic, p, self.n_updates)
+        self.storage = RolloutStorage(p.n_steps, e.num_envs, obs_dim, act_dim)
+        self.scaler = ReturnScaler(e.num_envs, p.gamma) if p.norm_reward else None
+        self.update = 0
+        self.step = 0
+        self.wall_before = 0.0
+        self.best_key: tuple = (-math.inf, -math.inf)
+        self.last_eval: EvalResult | None = None
+        self.obs: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def state(self) -> dict[str, Any]:
+        env_state = self.env.snapshot() if hasattr(self.env, "snapshot") else None
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "ppo": self.ppo.state_dict(),
+            "update": self.update,
+            "step": self.step,
+            "wall_s": self.wall_before + (time.perf_counter() - self._t0),
+            "best_key": self.best_key,
+            "torch_rng": torch.get_rng_state(),
+            "gen_rng": self.gen.get_state(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "env_state": env_state,
+            "obs": self.obs,
+            "eval": vars(self.last_eval) if self.last_eval else None,
+        }
+
+    def save(self, name: str) -> Path:
+        path = self.run_dir / "checkpoints" / name
+        save_checkpoint(path, self.state(), self.actor, self.cfg, self.cfg_dict, self.rand)
+        return path
+
+    def restore(self, path: str) -> None:
+        ck = load_checkpoint(path)
+        if ck["model"]["obs_dim"] != self.actor.normalizer.mean.numel():
+            from ppo_robot.cli import UserError
+
+            raise UserError(f"resume: checkpoint {path} is for another observation size")
+        t = ck["train"]
+        self.actor.load_state_dict(ck["actor"])
+        self.critic.load_state_dict(t["critic"])
+        self.ppo.load_state_dict(t["ppo"])
+        self.update, self.step = t["update"], t["step"]
+        self.wall_before = t["wall_s"]
+        self.best_key = tuple(t["best_key"])
+        torch.set_rng_state(t["torch_rng"])
+        self.gen.set_state(t["gen_rng"])
+        if self.scaler and t["scaler"]:
+            self.scaler.load_state_dict(t["scaler"])
+        if t["env_state"] is not None and hasattr(self.env, "restore"):
+            self.env.restore(t["env_state"])
+            self.obs = t["obs"]
+
+    # ---------------------------------------------------------------- loop
+
+    def train(self) -> dict[str, Any]:
+        cfg, p = self.cfg, self.cfg.ppo
+        self._t0 = time.perf_counter()
+        if cfg.resume:
+            self.restore(cfg.resume)
+        if self.obs is None:
+            self.obs, _ = self.env.reset(seed=cfg.seed)
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(self.run_dir / "tb"))
+        metrics_path = self.run_dir / "metrics.csv"
+        new_file = not metrics_path.exists() or not cfg.resume
+        mfile = open(metrics_path, "w" if new_file else "a", newline="")
+        writer = csv.DictWriter(mfile, fieldnames=METRIC_FIELDS)
+        if new_file:
+            writer.writeheader()
+        progress = _Progress(self.n_updates * self.batch, enabled=cfg.progress)
+        ep_returns: list[np.ndarray] = []
+        ep_success: list[np.ndarray] = []
+        ep_lengths: list[np.ndarray] = []
+        status = "completed"
+        last_good: Path | None = None
+        try:
+            while self.update < self.n_updates:
+                t_upd = time.perf_counter()
+                self._collect(ep_returns, ep_success, ep_lengths)
+                try:
+                    stats = self.ppo.update(self.storage, self.gen)
+                    if not all(torch.isfinite(q).all() for q in self.ppo.params):
+                        raise FloatingPointError("parameters became NaN/inf")
+                except FloatingPointError as e:
+                    status = f"stopped: non-finite loss ({e}); kept the last good checkpoint"
+                    log.error(status)
+                    break
+                self.storage.clear()
+                self.update += 1
+                self.step += self.batch
+
+                row: dict[str, Any] = {
+                    "update": self.update,
+                    "step": self.step,
+                    "wall_s": round(self.wall_before + time.perf_counter() - self._t0, 3),
+                    "steps_per_s": round(self.batch / max(time.perf_counter() - t_upd, 1e-9), 1),
+                    "return_mean": _mean(ep_returns),
+                    "episode_length": _mean(ep_lengths),
+                    "success_rate": _mean(ep_success),
+                    **{k: getattr(stats, k) for k in ("policy_loss", "value_loss", "kl", "entropy", "clip_frac", "lr", "beta")},
+                }
+                ep_returns.clear()
+                ep_success.clear()
+                ep_lengths.clear()
+                final = self.update == self.n_updates
+                if (cfg.eval_every and self.update % cfg.eval_every == 0) or final:
+                    ev = evaluate_policy(self.actor, self.eval_env, cfg.seed + 20_000)
+                    self.last_eval = ev
+                    row["eval_return"] = ev.return_mean
+                    row["eval_success"] = ev.success_rate
+                    key = (ev.success_rate or 0.0, ev.return_mean)
+                    if key > self.best_key:
+                        self.best_key = key
+                        self.save("best.pt")
+                    last_good = self.save("last.pt")
+                    if cfg.stop_success and (ev.success_rate or 0.0) >= cfg.stop_success:
+                        status = f"stopped: eval success {ev.success_rate:.2f} >= {cfg.stop_success}"
+                        break
+                writer.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
+                mfile.flush()
+                for k, v in row.items():
+                    if isinstance(v, int | float) and v is not None and k != "update":
+                        tb.add_scalar(f"train/{k}", v, self.step)
+                progress.update(self.batch, row)
+        finally:
+            progress.close()
+            mfile.close()
+            tb.close()
+        if status == "completed" or status.startswith("stopped: eval"):
+            last_good = self.save("last.pt")
+        wall = self.wall_before + time.perf_counter() - self._t0
+        ev = self.last_eval
+        return {
+            "status": status,
+            "total_steps": self.step,
+            "wall_s": round(wall, 2),
+            "steps_per_s": round(self.step / max(wall, 1e-9), 1),
+            "return_mean": ev.return_mean if ev else None,
+            "success_rate": ev.success_rate if ev else None,
+            "updates": self.update,
+            "checkpoint": str(last_good) if last_good else None,
+            "best_checkpoint": str(self.run_dir / "checkpoints" / "best.pt"),
+            "run_dir": str(self.run_dir),
+        }
+
+    def _collect(self, ep_returns, ep_success, ep_lengths) -> None:
+        p = self.cfg.ppo
+        obs = self.obs
+        for _ in range(p.n_steps):
+            o = torch.from_numpy(obs).float()
+            self.actor.normalizer.update(o)
+            action, logp, value, mu, sigma = self.ppo.act(o)
+            obs, rew, term, trunc, info = self.env.step(action.numpy())
+            r = torch.from_numpy(rew).float()
+            done = torch.from_numpy(term | trunc)
+            if self.scaler is not None:
+                r = self.scaler(r, done)
+            if trunc.any():
+                # Truncation is not termination: bootstrap from the final observation.
+                idx = np.flatnonzero(trunc)
+                final = torch.from_numpy(info["final_obs"][idx]).float()
+                r[idx] += p.gamma * self.ppo.value(final)
+            self.storage.add(o, action, logp, value, r, done.float(), mu, sigma)
+            ep = info.get("episode")
+            if ep is not None:
+                ep_returns.append(ep["r"])
+                ep_lengths.append(ep["l"])
+                if "success" in ep:
+                    ep_success.append(ep["success"])
+        self.obs = obs
+        last_v = self.ppo.value(torch.from_numpy(obs).float())
+        self.storage.compute_returns(last_v, p.gamma, p.lam)
+
+
+def _mean(chunks: list[np.ndarray]) -> float | None:
+    if not chunks:
+        return None
+    return float(np.mean(np.concatenate([np.asarray(c, dtype=np.float64) for c in chunks])))
+
+
+def _fmt(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+class _Progress:
+    """A live progress bar on stderr: steps, steps/s, return, ETA."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[sps]:>8} steps/s  return {task.fields[ret]:>8}  success {task.fields[succ]:>5}"),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            transient=False,
+        )
+        self.task = self.bar.add_task("train", total=total, sps="-", ret="-", succ="-")
+        self.bar.start()
+
+    def update(self, n: int, row: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        ret = row.get("eval_return", row.get("return_mean"))
+        succ = row.get("eval_success", row.get("success_rate"))
+        self.bar.update(
+            self.task,
+            advance=n,
+            sps=f"{row['steps_per_s']:.0f}",
+            ret="-" if ret is None else f"{ret:.1f}",
+            succ="-" if succ is None else f"{succ:.2f}",
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
