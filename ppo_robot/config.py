@@ -131,10 +131,25 @@ class EvalConfig:
     """Where the JSON summary is saved (default: next to the checkpoint)."""
 
 
+@dataclass
+class ExportConfig:
+    checkpoint: str = "???"
+    """Checkpoint written by ppo_robot.train."""
+    output: str = "???"
+    """The .onnx file to write (a .json sidecar for humans is written beside it)."""
+    parity_n: int = 10_000
+    """Observations drawn from the normalizer statistics for the parity check (>= 10000)."""
+    parity_tol: float = 1e-5
+    """Largest allowed |onnxruntime - torch| over the parity observations."""
+    seed: int = 0
+    """Seed of the parity observations."""
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="evaluate_schema", node=EvalConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="env", name="env_schema", node=EnvConfig)
     cs.store(group="ppo", name="ppo_schema", node=PPOConfig)
 

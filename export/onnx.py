@@ -1,0 +1,202 @@
+"""`python -m export.onnx checkpoint=PATH output=PATH`: checkpoint -> deployable ONNX file.
+
+The graph is the whole deterministic actor as the robot needs it (normalizer, MLP, mean
+action, action mapping to command units, clipping to limits); the robot's layout, rate and
+the training provenance travel in the file's metadata_props. Before the file is written the
+graph passes onnx.checker, runs in onnxruntime, and matches the torch actor to `parity_tol`
+on `parity_n` observations drawn from the normalizer statistics plus extreme ones; the file
+is then written atomically. Ends with one JSON line (also saved as OUTPUT.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppo_robot.cli import UserError, run_app, write_summary
+
+
+def parity_observations(mean: np.ndarray, std: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n draws from N(mean, std) plus edge cases far outside the training distribution."""
+    rng = np.random.default_rng(seed)
+    d = mean.size
+    typical = mean + std * rng.standard_normal((n, d))
+    far = mean + std * rng.uniform(-1000, 1000, (256, d))
+    edges = np.concatenate(
+        [
+            np.zeros((1, d)),
+            np.full((1, d), 1e4),
+            np.full((1, d), -1e4),
+            mean[None],
+            np.eye(d) * 1e3,
+            -np.eye(d) * 1e3,
+        ]
+    )
+    return np.concatenate([typical, far, edges]).astype(np.float32)
+
+
+def export(cfg: Any) -> dict[str, Any]:
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from envs.spec import SpecError
+    from export.graph import build_graph
+    from export.runtime import META_FORMAT, file_sha256
+    from ppo_robot.checkpoint import build_actor, git_revision, load_checkpoint
+
+    ck = load_checkpoint(cfg.checkpoint)
+    if cfg.output is None:
+        raise UserError("output: give output=PATH for the .onnx file")
+    out = Path(cfg.output)
+    if out.suffix != ".onnx":
+        raise UserError(f"output: {out} must end in .onnx")
+    if out.exists() and out.is_dir():
+        raise UserError(f"output: {out} is a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"output folder {out.parent} cannot be created ({e.strerror})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"output folder {out.parent} is not writable")
+    if cfg.parity_n < 10_000:
+        raise UserError(f"parity_n must be >= 10000, got {cfg.parity_n}")
+
+    actor = build_actor(ck)
+    if ck.get("robot") is None:
+        raise UserError(
+            f"checkpoint {cfg.checkpoint} is for the Gymnasium task '{ck['env']['name']}', "
+            "which has no robot spec to deploy to; export takes robot checkpoints"
+        )
+    from envs.robots import get_robot
+
+    try:
+        spec = get_robot(ck["robot"]["name"], ck["robot"]["control_hz"])
+    except SpecError as e:
+        raise UserError(str(e)) from None
+    if spec.layout_hash() != _layout_hash(ck["robot"]):
+        raise UserError(
+            f"checkpoint {cfg.checkpoint} was trained on another version of robot '{spec.name}' "
+            "(sensor/actuator layout or limits differ from the installed spec)"
+        )
+
+    meta = {
+        "ppo_robot.format": META_FORMAT,
+        "robot.name": spec.name,
+        "robot.spec_version": str(spec.version),
+        "robot.layout_hash": spec.layout_hash(),
+        "robot.layout": json.dumps(spec.layout()),
+        "control_hz": repr(float(spec.control_hz)),
+        "obs.names": json.dumps(list(spec.obs_names)),
+        "obs.units": json.dumps(_obs_units(spec)),
+        "sensors.names": json.dumps([s.name for s in spec.sensors]),
+        "action.names": json.dumps([a.name for a in spec.actuators]),
+        "action.units": json.dumps([a.unit for a in spec.actuators]),
+        "action.offset": json.dumps(spec.action_offset.tolist()),
+        "action.scale": json.dumps(spec.action_scale.tolist()),
+        "action.low": json.dumps(spec.command_low.tolist()),
+        "action.high": json.dumps(spec.command_high.tolist()),
+        "action.kind": json.dumps([a.kind for a in spec.actuators]),
+        "action.kp": json.dumps([a.kp for a in spec.actuators]),
+        "action.kd": json.dumps([a.kd for a in spec.actuators]),
+        "action.safe": json.dumps(spec.safe_command.tolist()),
+        "train.config_hash": ck["config_hash"],
+        "train.git_rev": ck["git_rev"],
+        "train.checkpoint_sha256": file_sha256(cfg.checkpoint),
+        "train.steps": str(ck["train"]["step"]),
+        "train.randomization": str((ck.get("randomization") or {}).get("name", "none")),
+        "export.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "export.git_rev": git_revision(),
+    }
+
+    # Parity: torch (the trained actor + the spec's mapping) vs onnxruntime.
+    norm = actor.normalizer
+    mean = norm.mean.numpy()
+    std = np.sqrt(norm.var.numpy())
+    obs = parity_observations(mean, std, int(cfg.parity_n), int(cfg.seed))
+    with torch.no_grad():
+        mu = actor.double()(torch.from_numpy(obs).double()).numpy()
+        actor.float()
+    expected = spec.action_to_command(mu)
+
+    def _build(extra: dict[str, str]) -> onnx.ModelProto:
+        return build_graph(
+            actor,
+            spec.action_offset,
+            spec.action_scale,
+            spec.command_low,
+            spec.command_high,
+            {**meta, **extra},
+        )
+
+    model = _build({})
+    onnx.checker.check_model(model, full_check=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(["action"], {"obs": obs})[0]
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
+    parity = {"parity.max_abs_diff": repr(diff), "parity.n_obs": str(len(obs)), "parity.tol": repr(float(cfg.parity_tol))}
+    print(f"parity: max |onnx - torch| = {diff:.3g} over {len(obs)} observations (tol {cfg.parity_tol:g})", flush=True)
+    if not diff <= cfg.parity_tol:
+        raise UserError(
+            f"parity check failed: max |onnx - torch| = {diff:.3g} > parity_tol={cfg.parity_tol:g}; nothing written"
+        )
+    model = _build(parity)
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString()
+    ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["action"], {"obs": obs[:1]})
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"output {out}: cannot write ({e.strerror})") from None
+    summary = {
+        "output": str(out),
+        "robot": spec.name,
+        "control_hz": spec.control_hz,
+        "obs_dim": spec.obs_dim,
+        "act_dim": spec.act_dim,
+        "parity_max_abs_diff": diff,
+        "parity_n_obs": len(obs),
+        "bytes": len(data),
+        "sha256": file_sha256(out),
+        "checkpoint": str(cfg.checkpoint),
+    }
+    sidecar = {**summary, "metadata": {**meta, **parity}}
+    _atomic_json(out.with_suffix(".json"), sidecar)
+    write_summary(summary, None)
+    return summary
+
+
+def _atomic_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _layout_hash(layout: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _obs_units(spec) -> list[str]:
+    units = {s.name: s.unit for s in spec.sensors}
+    return [units.get(n, "1") for n in spec.obs_names]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    run_app("export", export)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""`python -m ppo_robot.evaluate checkpoint=PATH episodes=N [randomization=G] [reality=PATH]`
+
+Deterministic (mean action) evaluation of a checkpoint, all episodes run as one batch on
+the batched engine. Ends with one JSON line: return mean and std, success rate, episode
+length (also saved as eval_summary.json beside the checkpoint, or in out_dir).
+`log=PATH` also writes the first episode as an MCAP rollout log in the deploy format, so
+`firmware_bridge.replay` compares simulated and real runs with one tool.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ppo_robot.cli import UserError, run_app, write_summary
+
+
+def evaluate(cfg: Any) -> dict[str, Any]:
+    import torch
+
+    from envs.make import make_env
+    from envs.randomization import RandomizationError, load, parse
+    from envs.spec import SpecError
+    from ppo_robot.checkpoint import build_actor, load_checkpoint
+    from ppo_robot.runner import evaluate_policy
+
+    if cfg.episodes < 1:
+        raise UserError(f"episodes must be >= 1, got {cfg.episodes}")
+    ck = load_checkpoint(cfg.checkpoint)
+    actor = build_actor(ck)
+    env_cfg = OmegaConf.create(ck["env"])
+    try:
+        if cfg.reality:
+            if cfg.randomization and OmegaConf.to_container(cfg.randomization).get("params"):
+                raise UserError("give either reality=PATH or randomization=..., not both")
+            rand = load(cfg.reality)
+        else:
+            rand = parse(OmegaConf.to_container(cfg.randomization, resolve=True))
+        env = make_env(env_cfg, int(cfg.episodes), int(cfg.seed), rand)
+    except (RandomizationError, SpecError, ValueError) as e:
+        raise UserError(str(e)) from None
+    torch.set_num_threads(1)
+    ev = evaluate_policy(actor, env, int(cfg.seed))
+    summary: dict[str, Any] = {
+        "checkpoint": str(cfg.checkpoint),
+        "env": env_cfg.name,
+        "episodes": ev.episodes,
+        "return_mean": ev.return_mean,
+        "return_std": ev.return_std,
+        "success_rate": ev.success_rate,
+        "episode_length": ev.length_mean,
+        "randomization": (cfg.randomization or {}).get("name") if not cfg.reality else None,
+        "reality": cfg.reality,
+    }
+    if cfg.log:
+        from firmware_bridge.sim_log import write_sim_episode
+
+        summary["log"] = str(write_sim_episode(ck, actor, env_cfg, rand, int(cfg.seed), Path(cfg.log)))
+    out_dir = cfg.out_dir or str(Path(cfg.checkpoint).resolve().parent)
+    write_summary(summary, out_dir, name="eval_summary.json")
+    return summary
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    run_app("evaluate", evaluate)
+
+
+if __name__ == "__main__":
+    main()
