@@ -145,11 +145,93 @@ class ExportConfig:
     """Seed of the parity observations."""
 
 
+@dataclass
+class SimRobotConfig:
+    robot: str = "furuta"
+    """Robot spec to simulate."""
+    port: str | None = None
+    """Serial port or URL to serve on; null = create a pseudo-terminal."""
+    port_link: str | None = None
+    """Place a symlink to the port here (removed on exit)."""
+    model_xml: str | None = None
+    """Alternate MJCF with the same sensors and actuators (a plant that is not the training model)."""
+    reality: str | None = None
+    """Reality perturbation YAML (randomization schema with fixed values)."""
+    latency_s: float = 0.0
+    """Extra command latency, seconds."""
+    sensor_noise_std: float = 0.0
+    """Gaussian noise on every sensor, in its units."""
+    watchdog_ms: int = 50
+    """Controller watchdog."""
+    min_rate_hz: int = 10
+    """Lowest STATE/COMMAND rate accepted."""
+    max_rate_hz: int = 2000
+    """Highest STATE/COMMAND rate accepted."""
+    seed: int = 0
+    """Seed of noise and of a sampled reality."""
+    initial_qpos: list[float] | None = None
+    """Initial joint positions (default: the model's rest pose, hanging down)."""
+    duration_s: float | None = None
+    """Stop after this long (default: run until SIGTERM/SIGINT)."""
+    reset_on_hello: bool = False
+    """Put the plant back to its initial state at every HELLO (for repeated rehearsals)."""
+    boot_id: int | None = None
+    """Boot id reported in INFO (default: random at each start)."""
+
+
+@dataclass
+class SafetySection:
+    soft_start_s: float = 0.2
+    """Ramp from the safe command to the full range over this time after enable (0 = off)."""
+    max_delta: float | None = None
+    """Largest command change per tick, in command units (null = off)."""
+    stale_state_ms: float = 50.0
+    """Fault when no new STATE arrived for this long."""
+    max_consecutive_overruns: int = 10
+    """Fault after this many missed deadlines in a row."""
+
+
+@dataclass
+class DeployConfig:
+    policy: str = "???"
+    """Exported ONNX policy."""
+    port: str = "???"
+    """Serial device, pseudo-terminal, socket://host:port or loop://."""
+    rate_hz: float | None = None
+    """Control rate; null = the policy's. Another rate than the policy's is refused."""
+    duration_s: float | None = 10.0
+    """Run length."""
+    log_dir: str = "logs"
+    """Folder of the MCAP rollout logs."""
+    baud: int = 1_000_000
+    """Serial baud (ignored by pseudo-terminals and USB CDC ports, used for the link budget)."""
+    check_link_budget: bool = True
+    """Refuse a rate the baud cannot carry."""
+    handshake_timeout_s: float = 2.0
+    """Wait this long for INFO after HELLO."""
+    ack_timeout_s: float = 0.5
+    """Wait this long for ACK of ENABLE/DISABLE."""
+    spin_us: float = 300.0
+    """Spin (busy-wait) this long before each deadline, after sleeping."""
+    status: bool = True
+    """Live status line on stderr."""
+    source: str = "policy"
+    """Command source: policy, playback or excitation."""
+    safety: SafetySection = field(default_factory=SafetySection)
+    """Host safety layer."""
+    log: str | None = None
+    """Playback source: the log whose commands are replayed."""
+    excitation: Any = None
+    """Excitation source settings (configs/excitation/)."""
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="evaluate_schema", node=EvalConfig)
     cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="sim_robot_schema", node=SimRobotConfig)
+    cs.store(name="deploy_schema", node=DeployConfig)
     cs.store(group="env", name="env_schema", node=EnvConfig)
     cs.store(group="ppo", name="ppo_schema", node=PPOConfig)
 

@@ -1,0 +1,235 @@
+"""`python -m firmware_bridge.deploy policy=PATH port=PATH_OR_URL [rate_hz=R] [duration_s=D] [log_dir=DIR]`
+
+Runs an exported policy on the robot's controller: handshake, checks the controller's
+INFO against the policy's metadata (a mismatch is refused before anything is enabled),
+enables, runs the fixed-rate loop, disables. Every tick is logged to an MCAP file as the
+run goes. Ends with one JSON line of timing and fault figures (also saved in the log and
+beside it as <log>.json).
+
+Exit codes: 0 run completed; 2 bad input or refused before enable (no COMMAND sent);
+3 the run ended by fault (controller left in its safe state, log whole);
+130 / 143 stopped by SIGINT / SIGTERM (DISABLE sent and confirmed first).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ppo_robot.cli import RunFault, UserError, atomic_write_text, run_app, write_summary
+
+log = logging.getLogger("deploy")
+
+
+def _pct(x: np.ndarray, q: float) -> float | None:
+    x = x[np.isfinite(x)]
+    return round(float(np.percentile(x, q)), 3) if x.size else None
+
+
+def deploy(cfg: Any) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="deploy: %(message)s")
+    from envs.robots import get_robot
+    from envs.spec import SpecError
+    from export.runtime import OnnxPolicy, PolicyError
+    from firmware_bridge.link import LinkError, SerialLink
+    from firmware_bridge.loop import ControlLoop
+    from firmware_bridge.rollout_log import RolloutLog
+    from firmware_bridge.safety import SafetyConfig, SafetyLayer
+    from firmware_bridge.session import HandshakeError, disable, enable, handshake, wait_state
+
+    if cfg.duration_s is None or cfg.duration_s <= 0:
+        raise UserError(f"duration_s must be > 0, got {cfg.duration_s}")
+    # ---- policy and robot spec: everything checkable before touching the port
+    try:
+        policy = OnnxPolicy(cfg.policy)
+    except PolicyError as e:
+        raise UserError(str(e)) from None
+    rate_hz = float(cfg.rate_hz) if cfg.rate_hz else policy.info.control_hz
+    if rate_hz <= 0:
+        raise UserError(f"rate_hz must be > 0, got {rate_hz}")
+    try:
+        spec = get_robot(policy.info.robot, rate_hz)
+        policy.check(spec)
+    except (SpecError, PolicyError) as e:
+        raise UserError(str(e)) from None
+    sc = SafetyConfig(**OmegaConf.to_container(cfg.safety, resolve=True))
+    source, source_meta = _make_source(cfg, spec, policy)
+
+    # ---- link and handshake (refusals here send no COMMAND)
+    try:
+        link = SerialLink(
+            str(cfg.port), int(cfg.baud), n_sensors=spec.n_sensors, n_actuators=spec.n_actuators
+        )
+    except LinkError as e:
+        raise UserError(str(e)) from None
+    try:
+        try:
+            sess = handshake(link, spec, rate_hz, int(cfg.baud), float(cfg.handshake_timeout_s), bool(cfg.check_link_budget))
+            first = wait_state(link, max(0.5, 20.0 / rate_hz))
+        except (HandshakeError, LinkError) as e:
+            raise UserError(str(e)) from None
+        if first is None:
+            raise UserError(f"controller on {cfg.port} answered HELLO but streams no STATE at {rate_hz:g} Hz")
+        return _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz)
+    finally:
+        link.close()
+
+
+def _make_source(cfg, spec, policy):
+    """The command source: the ONNX policy (other sources: firmware_bridge/sources.py)."""
+    if cfg.source == "policy":
+        act = policy.act
+        return (lambda obs, sensors, tick: act(obs)), {"source": "policy"}
+    from firmware_bridge.sources import make_source
+
+    return make_source(cfg, spec)
+
+
+def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dict[str, Any]:
+    from firmware_bridge.loop import ControlLoop
+    from firmware_bridge.rollout_log import RolloutLog
+    from firmware_bridge.safety import SafetyLayer
+    from firmware_bridge.session import HandshakeError, disable, enable, newest_state
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_path = Path(cfg.log_dir) / f"{stamp}-{spec.name}-{os.getpid()}.mcap"
+    metadata = {
+        "robot": spec.name,
+        "robot_layout": spec.layout(),
+        "policy_path": str(Path(cfg.policy).resolve()),
+        "policy_sha256": policy.sha256,
+        "policy_metadata": policy.info.meta,
+        "rate_hz": rate_hz,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "controller": {
+            "name": sess.info.name,
+            "firmware_version": list(sess.info.firmware_version),
+            "boot_id": sess.info.boot_id,
+            "watchdog_ms": sess.info.watchdog_ms,
+            "rate_range_hz": [sess.info.min_rate_hz, sess.info.max_rate_hz],
+        },
+        "port": str(cfg.port),
+        "baud": int(cfg.baud),
+        "host": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "pid": os.getpid(),
+        },
+        "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **source_meta,
+    }
+    rlog = RolloutLog(log_path, metadata)
+    safety = SafetyLayer(spec.command_low, spec.command_high, spec.safe_command, sc)
+
+    def status(s: dict) -> None:
+        if cfg.status:
+            print(
+                f"\rdeploy t={s['t']:6.1f}s ticks={s['ticks']} missed={s['missed']} "
+                f"jitter_p99={s['jitter_p99_us']:.0f}us dropped={s['dropped']}   ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    loop = ControlLoop(
+        link,
+        spec,
+        source,
+        safety,
+        rlog,
+        rate_hz,
+        float(cfg.duration_s),
+        sc.stale_state_ms,
+        sc.max_consecutive_overruns,
+        spin_us=float(cfg.spin_us),
+        boot_id=sess.info.boot_id,
+        status=status,
+    )
+    signals = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+    previous = {s: signal.signal(s, lambda signum, frame: loop.request_stop(signals[signum])) for s in signals}
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # the logger thread must not hold the GIL across a deadline
+    res = None
+    disabled = False
+    try:
+        try:
+            enable(link, float(cfg.ack_timeout_s))
+        except HandshakeError as e:
+            rlog.event("refused", str(e))
+            raise UserError(str(e)) from None
+        rlog.event("enable", f"enabled at {rate_hz:g} Hz")
+        got = newest_state(link, sc.stale_state_ms / 1e3)
+        first, first_seq = got if got is not None else (None, 0)
+        res = loop.run(first, first_seq)
+    finally:
+        disabled = disable(link, float(cfg.ack_timeout_s))
+        sys.setswitchinterval(interval)
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if res is None:
+            rlog.event("disable", f"disabled={disabled}")
+            rlog.close()
+    if cfg.status:
+        print(file=sys.stderr)
+    faults = []
+    if res.fault is not None:
+        faults.append({"kind": res.fault.kind, "message": str(res.fault)})
+        rlog.event("fault", f"{res.fault.kind}: {res.fault}")
+    rlog.event("disable", "DISABLE confirmed" if disabled else "DISABLE not confirmed")
+    success = None
+    if res.ticks >= spec.episode_steps * rate_hz / spec.control_hz and rate_hz == spec.control_hz:
+        success = bool(spec.success(res.sensors[None, : spec.episode_steps])[0])
+    stats = link.parser_stats
+    summary = {
+        "ticks": res.ticks,
+        "rate_hz": rate_hz,
+        "duration_s": round(res.ticks / rate_hz, 3),
+        "missed_deadlines": res.missed_deadlines,
+        "period_error_p50_us": _pct(np.abs(res.period_error_us), 50),
+        "period_error_p99_us": _pct(np.abs(res.period_error_us), 99),
+        "period_error_max_us": _pct(np.abs(res.period_error_us), 100),
+        "compute_p50_us": _pct(res.compute_us, 50),
+        "compute_p99_us": _pct(res.compute_us, 99),
+        "state_age_p50_ms": _pct(res.state_age_ms, 50),
+        "state_age_p99_ms": _pct(res.state_age_ms, 99),
+        "states_received": res.states_received,
+        "dropped_frames": stats.dropped_total,
+        "dropped_by_kind": {k: v for k, v in stats.as_dict().items() if k.startswith("dropped_") and v},
+        "limited_ticks": res.limited_ticks,
+        "faults": faults,
+        "stopped_by": res.stopped_by,
+        "disable_confirmed": disabled,
+        "log_dropped": rlog.dropped,
+        "success": success,
+        "source": source_meta.get("source"),
+        "log": str(rlog.path),
+    }
+    rlog.close(summary)
+    atomic_write_text(Path(str(rlog.path) + ".json"), json.dumps(summary) + "\n")
+    write_summary(summary, None)
+    if res.fault is not None:
+        raise RunFault(f"{res.fault.kind}: {res.fault} (controller disabled: {disabled}; log {rlog.path})")
+    if res.stopped_by in ("SIGINT", "SIGTERM"):
+        sys.stdout.flush()
+        sys.exit(130 if res.stopped_by == "SIGINT" else 143)
+    return summary
+
+
+def main() -> None:
+    run_app("deploy", deploy)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""The fixed-rate control loop. It owns its clock; link, command source, safety layer and
+log are handed to it.
+
+Each tick, at an absolute deadline (no drift; sleep, then a short spin for precision):
+read the newest STATE -> observation by the robot spec -> command source (the ONNX policy)
+-> safety -> COMMAND -> hand the tick to the logger. Counts missed deadlines, measures
+period error, state age (controller timestamp vs host clock) and per-stage compute time.
+Time is injected (`clock` in ns, `sleep` in s) so tests run it on a virtual clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware_bridge.protocol import CommandEncoder, Fault, FaultCode, Info, State
+from firmware_bridge.safety import SafetyFault, SafetyLayer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopResult:
+    ticks: int = 0
+    missed_deadlines: int = 0
+    period_error_us: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    compute_us: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    state_age_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    states_received: int = 0
+    limited_ticks: int = 0
+    fault: SafetyFault | None = None
+    stopped_by: str = "duration"
+    sensors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(ticks, n_sensors) the sensors each tick used (for the success test)."""
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        link,
+        spec,
+        source: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
+        safety: SafetyLayer,
+        rlog,
+        rate_hz: float,
+        duration_s: float,
+        stale_state_ms: float,
+        max_consecutive_overruns: int,
+        clock: Callable[[], int] = time.perf_counter_ns,
+        sleep: Callable[[float], None] = time.sleep,
+        spin_us: float = 300.0,
+        boot_id: int | None = None,
+        status: Callable[[dict], None] | None = None,
+        status_every_s: float = 1.0,
+    ) -> None:
+        self.link, self.spec, self.source, self.safety, self.rlog = link, spec, source, safety, rlog
+        self.period_ns = int(round(1e9 / rate_hz))
+        self.n_ticks = int(round(duration_s * rate_hz))
+        self.stale_ns = int(stale_state_ms * 1e6)
+        self.max_overruns = max_consecutive_overruns
+        self.clock, self.sleep = clock, sleep
+        self.spin_ns = int(spin_us * 1000)
+        self.boot_id = boot_id
+        self.status = status
+        self.status_every_ns = int(status_every_s * 1e9)
+        self.encoder = CommandEncoder(spec.n_actuators)
+        self.stop_requested: str | None = None
+
+    def request_stop(self, why: str) -> None:
+        self.stop_requested = why
+
+    def run(self, first: State | None = None, first_seq: int = 0) -> LoopResult:
+        """Run until the duration, a stop request or a fault. `first`: the newest STATE
+        seen before the loop started (taken as received at the start)."""
+        spec, link, rlog = self.spec, self.link, self.rlog
+        n = self.n_ticks
+        period_err = np.zeros(n)
+        compute = np.zeros(n)
+        age = np.full(n, np.nan)
+        sensors_used = np.zeros((n, spec.n_sensors))
+        res = LoopResult()
+        obs = np.zeros(spec.obs_dim, dtype=np.float32)
+        state: State | None = first
+        state_seq = first_seq
+        last_seq: int | None = first_seq if first is not None else None
+        offset_ns: float | None = None  # min over STATEs of (host receive - controller time)
+        overruns = 0
+        t_start = self.clock()
+        state_host_ns = t_start
+        deadline = t_start
+        next_status = t_start + self.status_every_ns
+        tick = 0
+        try:
+            while tick < n:
+                if self.stop_requested:
+                    res.stopped_by = self.stop_requested
+                    break
+                # ---- wait for the deadline: sleep, then spin
+                now = self.clock()
+                remaining = deadline - now
+                if remaining > self.spin_ns:
+                    self.sleep((remaining - self.spin_ns) / 1e9)
+                while self.clock() < deadline:
+                    pass
+                t0 = self.clock()
+                period_err[tick] = (t0 - deadline) / 1e3
+                t_host = (t0 - t_start) / 1e9
+
+                # ---- read: newest STATE, faults, resets
+                for seq, msg in link.poll():
+                    if isinstance(msg, State):
+                        if last_seq is not None and seq < last_seq and last_seq - seq < 0x80000000:
+                            raise SafetyFault(
+                                "controller_reset",
+                                f"controller reset: STATE seq went back from {last_seq} to {seq}",
+                            )
+                        last_seq = seq
+                        state, state_seq, state_host_ns = msg, seq, t0
+                        res.states_received += 1
+                        d = t0 - msg.t_us * 1000
+                        offset_ns = d if offset_ns is None else min(offset_ns, d)
+                        rlog.put(
+                            "/state",
+                            time.monotonic_ns(),
+                            {
+                                "tick": tick,
+                                "t_host": t_host,
+                                "seq": seq,
+                                "t_us": msg.t_us,
+                                "status": int(msg.status),
+                                "fault": int(msg.fault),
+                                "last_cmd_seq": msg.last_cmd_seq,
+                                "rx_errors": msg.rx_errors,
+                                "sensors": msg.sensors.tolist(),
+                            },
+                        )
+                    elif isinstance(msg, Fault):
+                        code = FaultCode(msg.code).name if msg.code in FaultCode._value2member_map_ else str(msg.code)
+                        raise SafetyFault(f"controller_{code.lower()}", f"controller fault {code}: {msg.text}")
+                    elif isinstance(msg, Info) and self.boot_id is not None and msg.boot_id != self.boot_id:
+                        raise SafetyFault("controller_reset", f"controller reset: boot id {msg.boot_id:08x}")
+                if state is None:
+                    raise SafetyFault("stale_state", "no STATE received since enable")
+                if t0 - state_host_ns > self.stale_ns:
+                    raise SafetyFault(
+                        "stale_state",
+                        f"no new STATE for {(t0 - state_host_ns) / 1e6:.1f} ms (limit {self.stale_ns / 1e6:g} ms)",
+                    )
+                if state.fault:
+                    raise SafetyFault("controller_fault", f"controller reports latched fault {int(state.fault)}")
+                # ---- observation, policy, safety, command
+                t1 = self.clock()
+                sensors = state.sensors
+                obs[:] = spec.observe(sensors[None])[0]
+                t2 = self.clock()
+                action = self.source(obs, sensors, tick)
+                t3 = self.clock()
+                cmd, limited = self.safety.filter(action, (t0 - t_start) / 1e9)
+                t4 = self.clock()
+                seq_out = link.next_seq()
+                link.send(self.encoder.encode(seq_out, state_seq, cmd))
+                t5 = self.clock()
+                compute[tick] = (t5 - t0) / 1e3
+                if offset_ns is not None:
+                    age[tick] = (t0 - (state.t_us * 1000 + offset_ns)) / 1e6
+                sensors_used[tick] = sensors
+                res.limited_ticks += limited
+                next_deadline = deadline + self.period_ns
+                missed = t5 > next_deadline or period_err[tick] > self.period_ns / 2e3
+                mono = time.monotonic_ns()
+                rlog.put("/observation", mono, {"tick": tick, "t_host": t_host, "obs": obs.tolist()})
+                rlog.put("/action", mono, {"tick": tick, "t_host": t_host, "action": np.asarray(action).tolist()})
+                rlog.put(
+                    "/command",
+                    mono,
+                    {"tick": tick, "t_host": t_host, "seq": seq_out, "state_seq": state_seq, "values": cmd.tolist(), "limited": limited},
+                )
+                rlog.put(
+                    "/timing",
+                    mono,
+                    {
+                        "tick": tick,
+                        "t_host": t_host,
+                        "deadline": (deadline - t_start) / 1e9,
+                        "period_error_us": period_err[tick],
+                        "state_age_ms": float(age[tick]),
+                        "compute_us": compute[tick],
+                        "obs_us": (t2 - t1) / 1e3,
+                        "policy_us": (t3 - t2) / 1e3,
+                        "safety_us": (t4 - t3) / 1e3,
+                        "send_us": (t5 - t4) / 1e3,
+                        "missed": bool(missed),
+                    },
+                )
+                tick += 1
+                if missed:
+                    res.missed_deadlines += 1
+                    overruns += 1
+                    if overruns >= self.max_overruns:
+                        raise SafetyFault("overrun", f"{overruns} consecutive missed deadlines")
+                else:
+                    overruns = 0
+                deadline = next_deadline
+                now = self.clock()
+                if now > deadline + self.period_ns:  # far behind: skip to the grid, count it
+                    skipped = (now - deadline) // self.period_ns
+                    deadline += skipped * self.period_ns
+                    res.missed_deadlines += int(skipped)
+                if self.status and now >= next_status:
+                    next_status += self.status_every_ns
+                    done = slice(0, tick)
+                    self.status(
+                        {
+                            "t": t_host,
+                            "ticks": tick,
+                            "missed": res.missed_deadlines,
+                            "jitter_p99_us": float(np.percentile(np.abs(period_err[done]), 99)),
+                            "dropped": link.parser_stats.dropped_total,
+                        }
+                    )
+        except SafetyFault as f:
+            res.fault = f
+            res.stopped_by = "fault"
+        res.ticks = tick
+        res.period_error_us = period_err[:tick]
+        res.compute_us = compute[:tick]
+        res.state_age_ms = age[:tick]
+        res.sensors = sensors_used[:tick]
+        return res

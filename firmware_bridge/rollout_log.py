@@ -1,0 +1,293 @@
+"""The rollout log: one MCAP file per run, written as the run goes, readable by Foxglove.
+
+Channels (JSON messages, each with a JSON schema):
+  /state        every STATE received: seq, controller t_us, status, fault, sensors, host time
+  /observation  per tick: the policy observation
+  /action       per tick: the policy output (command units, before safety)
+  /command      per tick: what was sent (after safety), its seq and the STATE seq it answers
+  /timing       per tick: deadline, period error, state age, compute time per stage
+  /events       enable, disable, faults, warnings, source changes
+Run metadata (MCAP metadata record "run"): policy file hash and metadata, robot layout,
+config, host, command source, format version.
+
+A background thread writes from a bounded queue, so logging never stalls the control loop;
+a full queue is counted (`dropped`) and reported, never silent. Messages are written
+unchunked and the file is flushed at least every `flush_s` (default 50 ms), so a killed
+process leaves a file readable up to its last flush; `read_log` reads such a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ppo-robot-log/1"
+
+_NUM_ARRAY = {"type": "array", "items": {"type": "number"}}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "/state": {
+        "tick": {"type": "integer"},
+        "t_host": {"type": "number"},
+        "seq": {"type": "integer"},
+        "t_us": {"type": "integer"},
+        "status": {"type": "integer"},
+        "fault": {"type": "integer"},
+        "last_cmd_seq": {"type": "integer"},
+        "rx_errors": {"type": "integer"},
+        "sensors": _NUM_ARRAY,
+    },
+    "/observation": {"tick": {"type": "integer"}, "t_host": {"type": "number"}, "obs": _NUM_ARRAY},
+    "/action": {"tick": {"type": "integer"}, "t_host": {"type": "number"}, "action": _NUM_ARRAY},
+    "/command": {
+        "tick": {"type": "integer"},
+        "t_host": {"type": "number"},
+        "seq": {"type": "integer"},
+        "state_seq": {"type": "integer"},
+        "values": _NUM_ARRAY,
+        "limited": {"type": "boolean"},
+    },
+    "/timing": {
+        "tick": {"type": "integer"},
+        "t_host": {"type": "number"},
+        "deadline": {"type": "number"},
+        "period_error_us": {"type": "number"},
+        "state_age_ms": {"type": "number"},
+        "compute_us": {"type": "number"},
+        "obs_us": {"type": "number"},
+        "policy_us": {"type": "number"},
+        "safety_us": {"type": "number"},
+        "send_us": {"type": "number"},
+        "missed": {"type": "boolean"},
+    },
+    "/events": {
+        "t_host": {"type": "number"},
+        "kind": {"type": "string"},
+        "message": {"type": "string"},
+    },
+}
+
+
+class RolloutLog:
+    """Writes one run to an MCAP file from a background thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        metadata: dict[str, Any],
+        queue_size: int = 65536,
+        flush_s: float = 0.05,
+    ) -> None:
+        from mcap.writer import Writer
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "wb")
+        self._w = Writer(self._f, use_chunking=False, enable_crcs=True)
+        self._w.start(profile="", library="ppo-robot")
+        self._chan: dict[str, int] = {}
+        for topic, props in SCHEMAS.items():
+            sid = self._w.register_schema(
+                name=f"ppo_robot{topic.replace('/', '.')}",
+                encoding="jsonschema",
+                data=json.dumps({"type": "object", "properties": props}).encode(),
+            )
+            self._chan[topic] = self._w.register_channel(
+                topic=topic, message_encoding="json", schema_id=sid
+            )
+        meta = {"format": FORMAT, **{k: _as_text(v) for k, v in metadata.items()}}
+        self._w.add_metadata("run", meta)
+        self._f.flush()
+        self._q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.flush_s = flush_s
+        self.dropped = 0
+        self.written = 0
+        self._closed = False
+        self._t0 = time.monotonic_ns()
+        self._thread = threading.Thread(target=self._run, name="rollout-log", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ producer side (the loop)
+
+    def put(self, topic: str, t_ns: int, msg: dict[str, Any]) -> None:
+        """Queue one message; never blocks. A full queue is counted in `dropped`."""
+        try:
+            self._q.put_nowait((topic, t_ns, msg))
+        except queue.Full:
+            self.dropped += 1
+
+    def event(self, kind: str, message: str, t_host: float | None = None) -> None:
+        now = time.monotonic_ns()
+        t = (now - self._t0) / 1e9 if t_host is None else t_host
+        self.put("/events", now, {"t_host": t, "kind": kind, "message": message})
+
+    # ------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            try:
+                item = self._q.get(timeout=self.flush_s)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                break
+            if item is not None:
+                self._write(item)
+                # Drain what is queued without waiting, then flush on schedule.
+                while time.monotonic() - last_flush < self.flush_s:
+                    try:
+                        nxt = self._q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        self._q.put(_STOP)
+                        break
+                    self._write(nxt)
+            if time.monotonic() - last_flush >= self.flush_s:
+                self._f.flush()
+                last_flush = time.monotonic()
+        # drain the rest
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                self._write(item)
+
+    def _write(self, item: tuple[str, int, dict[str, Any]]) -> None:
+        topic, t_ns, msg = item
+        data = json.dumps(msg, default=_jsonable, allow_nan=True).encode()
+        self._w.add_message(self._chan[topic], log_time=t_ns, data=data, publish_time=t_ns)
+        self.written += 1
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(_STOP)
+        self._thread.join(timeout=10)
+        if summary is not None:
+            self._w.add_metadata("summary", {k: _as_text(v) for k, v in summary.items()})
+        self._w.finish()
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+    def __enter__(self) -> RolloutLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_STOP = object()
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return str(x)
+
+
+def _as_text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, default=_jsonable)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class LogData:
+    """A rollout log read back: metadata and messages per topic, in log order."""
+
+    path: Path
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    log_time_ns: dict[str, list[int]] = field(default_factory=dict)
+    truncated: bool = False
+    """The file ended mid-record (a killed writer): everything before that was read."""
+    problem: str | None = None
+
+    def topic(self, name: str) -> list[dict[str, Any]]:
+        return self.messages.get(name, [])
+
+    def array(self, topic: str, key: str) -> np.ndarray:
+        rows = self.topic(topic)
+        return np.array([r[key] for r in rows], dtype=np.float64) if rows else np.zeros((0,))
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """The run metadata, JSON fields decoded."""
+        out: dict[str, Any] = {}
+        for k, v in self.metadata.get("run", {}).items():
+            try:
+                out[k] = json.loads(v)
+            except (json.JSONDecodeError, TypeError):
+                out[k] = v
+        return out
+
+
+class LogError(ValueError):
+    """A file that is not a ppo-robot rollout log at all."""
+
+
+def read_log(path: str | Path) -> LogData:
+    """Read a rollout log, tolerating a truncated end (a killed writer)."""
+    from mcap.exceptions import McapError
+    from mcap.records import Channel, Message, Metadata
+    from mcap.stream_reader import StreamReader
+
+    p = Path(path)
+    if not p.is_file():
+        raise LogError(f"log not found: {p}")
+    data = LogData(path=p)
+    channels: dict[int, str] = {}
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if head != b"\x89MCAP0\r\n":
+            raise LogError(f"{p} is not an MCAP file")
+        f.seek(0)
+        reader = StreamReader(f, skip_magic=False, emit_chunks=False, validate_crcs=False)
+        try:
+            for rec in reader.records:
+                if isinstance(rec, Channel):
+                    channels[rec.id] = rec.topic
+                elif isinstance(rec, Metadata):
+                    data.metadata[rec.name] = dict(rec.metadata)
+                elif isinstance(rec, Message):
+                    topic = channels.get(rec.channel_id, "?")
+                    try:
+                        msg = json.loads(rec.data)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        continue
+                    data.messages.setdefault(topic, []).append(msg)
+                    data.log_time_ns.setdefault(topic, []).append(rec.log_time)
+        except (McapError, EOFError, ValueError, OSError) as e:
+            data.truncated = True
+            data.problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        except Exception as e:  # the mcap reader raises struct.error etc. at a cut record
+            data.truncated = True
+            data.problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if "run" not in data.metadata:
+        if not data.messages:
+            raise LogError(f"{p} is an MCAP file but not a ppo-robot rollout log (no run metadata)")
+        data.problem = (data.problem or "") + " no run metadata"
+    elif data.metadata["run"].get("format") != FORMAT:
+        raise LogError(
+            f"{p}: log format {data.metadata['run'].get('format')!r}, this ppo-robot reads {FORMAT}"
+        )
+    return data

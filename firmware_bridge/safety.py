@@ -1,0 +1,65 @@
+"""The host's safety layer: every command passes through it before it reaches the wire.
+
+Steps, in order: NaN/inf guard (a non-finite policy output is a fault, never a command),
+soft-start ramp after enable (the allowed distance from the safe command grows from 0 to
+the full range over `soft_start_s`), maximum change per tick, clamp to the robot's limits.
+Stale-state and overrun limits are checked by the loop with the figures configured here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class SafetyFault(RuntimeError):
+    """A condition that must stop the robot: the loop disables and exits non-zero."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    soft_start_s: float = 0.2
+    """Ramp from the safe command to full range over this time after enable (0 = off)."""
+    max_delta: float | None = None
+    """Largest command change per tick, in command units (null = off)."""
+    stale_state_ms: float = 50.0
+    """Fault when no new STATE arrived for this long."""
+    max_consecutive_overruns: int = 10
+    """Fault after this many missed deadlines in a row."""
+
+
+class SafetyLayer:
+    def __init__(self, low: np.ndarray, high: np.ndarray, safe: np.ndarray, cfg: SafetyConfig) -> None:
+        self.low = np.asarray(low, dtype=np.float64)
+        self.high = np.asarray(high, dtype=np.float64)
+        self.safe = np.asarray(safe, dtype=np.float64)
+        self.cfg = cfg
+        self.last = self.safe.copy()
+        self.out = self.safe.copy()
+        self.limited_ticks = 0
+
+    def reset(self) -> None:
+        self.last[:] = self.safe
+
+    def filter(self, action: np.ndarray, t_since_enable: float) -> tuple[np.ndarray, bool]:
+        """Policy output (command units) -> the command to send, and whether it was limited."""
+        if not np.all(np.isfinite(action)):
+            raise SafetyFault("nan", f"policy output is not finite: {np.asarray(action).tolist()}")
+        out = self.out
+        np.clip(action, self.low, self.high, out=out)
+        cfg = self.cfg
+        if cfg.soft_start_s > 0 and t_since_enable < cfg.soft_start_s:
+            frac = max(0.0, t_since_enable) / cfg.soft_start_s
+            np.clip(out, self.safe + frac * (self.low - self.safe), self.safe + frac * (self.high - self.safe), out=out)
+        if cfg.max_delta is not None:
+            np.clip(out, self.last - cfg.max_delta, self.last + cfg.max_delta, out=out)
+        limited = bool(np.any(out != action))
+        if limited:
+            self.limited_ticks += 1
+        self.last[:] = out
+        return out, limited
