@@ -1,0 +1,110 @@
+"""Shared fixtures: a policy trained by the real CLI, real pseudo-terminals, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def run_cli(module: str, *args: str, timeout: float = 300, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` from the repo root; returns the completed process."""
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    p = subprocess.run(
+        [PY, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=e
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(f"{module} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def last_json(stdout: str) -> dict:
+    """The closing JSON summary line."""
+    lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
+    assert lines, "no output"
+    return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    """A Furuta policy trained (nominal dynamics) by `ppo_robot.train` and exported by
+    `export.onnx`: {"checkpoint", "onnx", "train"}. Stops as soon as evaluation succeeds
+    on every episode (about 0.5-1M steps)."""
+    d = tmp_path_factory.mktemp("trained")
+    p = run_cli(
+        "ppo_robot.train",
+        f"run_dir={d}/run",
+        "randomization=none",
+        "total_steps=2500000",
+        "eval_every=10",
+        "eval_episodes=32",
+        "stop_success=1.0",
+        "progress=false",
+        "seed=1",
+        timeout=600,
+        check=True,
+    )
+    train = last_json(p.stdout)
+    onnx_path = d / "policy.onnx"
+    run_cli("export.onnx", f"checkpoint={train['checkpoint']}", f"output={onnx_path}", check=True)
+    return {"checkpoint": train["checkpoint"], "onnx": str(onnx_path), "train": train, "dir": d}
+
+
+class SimRobot:
+    """`python -m firmware_bridge.sim_robot` as a real subprocess on a pseudo-terminal."""
+
+    def __init__(self, *args: str, link: Path | None = None) -> None:
+        cmd = [PY, "-m", "firmware_bridge.sim_robot", *args]
+        if link is not None:
+            cmd.append(f"port_link={link}")
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise AssertionError(f"sim_robot did not start: {line!r} {self.proc.stderr.read()}")
+        self.port = line.split(" ", 1)[1].strip()
+
+    def stop(self, timeout: float = 10) -> tuple[str, str]:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return out, err
+
+    def summary(self) -> dict:
+        out, _ = self.stop()
+        return last_json(out)
+
+
+@pytest.fixture
+def sim_robot():
+    """Factory: start sim_robot processes; all are stopped at teardown."""
+    started: list[SimRobot] = []
+
+    def start(*args: str) -> SimRobot:
+        s = SimRobot(*args)
+        started.append(s)
+        time.sleep(0.1)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
