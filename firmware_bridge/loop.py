@@ -73,6 +73,23 @@ class ControlLoop:
     def request_stop(self, why: str) -> None:
         self.stop_requested = why
 
+    def _log_state(self, tick: int, t_host: float, seq: int, msg: State) -> None:
+        self.rlog.put(
+            "/state",
+            time.monotonic_ns(),
+            {
+                "tick": tick,
+                "t_host": t_host,
+                "seq": seq,
+                "t_us": msg.t_us,
+                "status": int(msg.status),
+                "fault": int(msg.fault),
+                "last_cmd_seq": msg.last_cmd_seq,
+                "rx_errors": msg.rx_errors,
+                "sensors": msg.sensors.tolist(),
+            },
+        )
+
     def run(self, first: State | None = None, first_seq: int = 0) -> LoopResult:
         """Run until the duration, a stop request or a fault. `first`: the newest STATE
         seen before the loop started (taken as received at the start)."""
@@ -94,6 +111,8 @@ class ControlLoop:
         deadline = t_start
         next_status = t_start + self.status_every_ns
         tick = 0
+        if first is not None:
+            self._log_state(0, 0.0, first_seq, first)
         try:
             while tick < n:
                 if self.stop_requested:
@@ -123,21 +142,7 @@ class ControlLoop:
                         res.states_received += 1
                         d = t0 - msg.t_us * 1000
                         offset_ns = d if offset_ns is None else min(offset_ns, d)
-                        rlog.put(
-                            "/state",
-                            time.monotonic_ns(),
-                            {
-                                "tick": tick,
-                                "t_host": t_host,
-                                "seq": seq,
-                                "t_us": msg.t_us,
-                                "status": int(msg.status),
-                                "fault": int(msg.fault),
-                                "last_cmd_seq": msg.last_cmd_seq,
-                                "rx_errors": msg.rx_errors,
-                                "sensors": msg.sensors.tolist(),
-                            },
-                        )
+                        self._log_state(tick, t_host, seq, msg)
                     elif isinstance(msg, Fault):
                         code = FaultCode(msg.code).name if msg.code in FaultCode._value2member_map_ else str(msg.code)
                         raise SafetyFault(f"controller_{code.lower()}", f"controller fault {code}: {msg.text}")
