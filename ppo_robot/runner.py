@@ -119,6 +119,7 @@ class Runner:
         self.wall_before = 0.0
         self.best_key: tuple = (-math.inf, -math.inf)
         self.last_eval: EvalResult | None = None
+        self.best_eval: EvalResult | None = None
         self.obs: np.ndarray | None = None
 
     # ---------------------------------------------------------------- checkpoints
@@ -229,6 +230,7 @@ class Runner:
                     key = (ev.success_rate or 0.0, ev.return_mean)
                     if key > self.best_key:
                         self.best_key = key
+                        self.best_eval = ev
                         self.save("best.pt")
                     last_good = self.save("last.pt")
                     if cfg.stop_success and (ev.success_rate or 0.0) >= cfg.stop_success:
@@ -247,17 +249,21 @@ class Runner:
         if status == "completed" or status.startswith("stopped: eval"):
             last_good = self.save("last.pt")
         wall = self.wall_before + time.perf_counter() - self._t0
-        ev = self.last_eval
+        best, last = self.best_eval, self.last_eval
+        best_path = self.run_dir / "checkpoints" / "best.pt"
         return {
             "status": status,
             "total_steps": self.step,
             "wall_s": round(wall, 2),
             "steps_per_s": round(self.step / max(wall, 1e-9), 1),
-            "return_mean": ev.return_mean if ev else None,
-            "success_rate": ev.success_rate if ev else None,
+            # figures of the checkpoint named below: the best periodic evaluation
+            "return_mean": best.return_mean if best else None,
+            "success_rate": best.success_rate if best else None,
+            "checkpoint": str(best_path) if best_path.exists() else (str(last_good) if last_good else None),
+            "last_checkpoint": str(last_good) if last_good else None,
+            "last_return_mean": last.return_mean if last else None,
+            "last_success_rate": last.success_rate if last else None,
             "updates": self.update,
-            "checkpoint": str(last_good) if last_good else None,
-            "best_checkpoint": str(self.run_dir / "checkpoints" / "best.pt"),
             "run_dir": str(self.run_dir),
         }
 
