@@ -652,7 +652,9 @@ class FrameParser:
     def feed(self, data: bytes) -> list[tuple[int, Message]]:
         """Parse a chunk of received bytes; returns the messages completed by it, in order."""
         stats = self.stats
-        pieces = bytes(data).split(DELIMITER)
+        if type(data) is not bytes:
+            data = bytes(memoryview(data))  # any buffer; an int would make bytes(n) zeros
+        pieces = data.split(DELIMITER)
         tail = pieces.pop()
         out: list[tuple[int, Message]] = []
         if pieces:

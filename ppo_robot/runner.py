@@ -140,6 +140,7 @@ class Runner:
             "env_state": env_state,
             "obs": self.obs,
             "eval": vars(self.last_eval) if self.last_eval else None,
+            "best_eval": vars(self.best_eval) if self.best_eval else None,
         }
 
     def save(self, name: str) -> Path:
@@ -160,6 +161,8 @@ class Runner:
         self.update, self.step = t["update"], t["step"]
         self.wall_before = t["wall_s"]
         self.best_key = tuple(t["best_key"])
+        self.best_eval = EvalResult(**t["best_eval"]) if t.get("best_eval") else None
+        self.last_eval = EvalResult(**t["eval"]) if t.get("eval") else None
         torch.set_rng_state(t["torch_rng"])
         self.gen.set_state(t["gen_rng"])
         if self.scaler and t["scaler"]:
