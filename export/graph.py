@@ -3,10 +3,12 @@
 obs -> (obs - mean) / std, clipped -> MLP -> mean action -> clip [-1, 1]
     -> offset + scale * a -> clip [command_low, command_high] -> action (command units)
 
-Inside, the graph computes in float64 (input and output stay float32): the trained
-weights are evaluated exactly, so the only difference from the torch actor evaluated in
-float64 is the final rounding to float32, far below the 1e-5 parity tolerance even for
-commands of +-10 V.
+With `precision="float64"` (the default) the graph computes in float64 inside (input and
+output stay float32): the trained weights are evaluated exactly, so the only difference
+from the torch actor evaluated in float64 is the final rounding to float32, far below the
+1e-5 parity tolerance even for commands of +-10 V. `precision="float32"` computes as torch
+trained it, which is faster for large networks; its parity is then checked against the
+float32 torch actor.
 
 Written with onnx.helper rather than a tracing exporter, so the graph is exactly this and
 does not change with torch's exporter; `export.onnx` checks it against the torch actor
@@ -33,17 +35,22 @@ def build_graph(
     low: np.ndarray,
     high: np.ndarray,
     metadata: dict[str, str],
+    precision: str = "float64",
 ) -> onnx.ModelProto:
     norm = actor.normalizer
     mean = norm.mean.double().numpy()
     std = np.sqrt(norm.var.double().numpy() + norm.eps)
     obs_dim = mean.size
     act_dim = actor.log_std.numel()
+    if precision not in ("float64", "float32"):
+        raise ValueError(f"precision must be float64 or float32, got {precision!r}")
+    np_dtype = np.float64 if precision == "float64" else np.float32
+    onnx_dtype = TensorProto.DOUBLE if precision == "float64" else TensorProto.FLOAT
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
 
     def const(name: str, value) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float64), name))
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np_dtype), name))
         return name
 
     const("norm_mean", mean)
@@ -51,8 +58,8 @@ def build_graph(
     const("obs_clip_lo", -norm.clip)
     const("obs_clip_hi", norm.clip)
     nodes += [
-        helper.make_node("Cast", [INPUT], ["obs64"], to=TensorProto.DOUBLE),
-        helper.make_node("Sub", ["obs64", "norm_mean"], ["centered"]),
+        helper.make_node("Cast", [INPUT], ["obs_in"], to=onnx_dtype),
+        helper.make_node("Sub", ["obs_in", "norm_mean"], ["centered"]),
         helper.make_node("Div", ["centered", "norm_std"], ["scaled"]),
         helper.make_node("Clip", ["scaled", "obs_clip_lo", "obs_clip_hi"], ["x0"]),
     ]
@@ -93,8 +100,8 @@ def build_graph(
         helper.make_node("Add", ["cmd_scaled", "act_offset"], ["cmd_raw"]),
         # Clip with per-element bounds: Max(Min(x, high), low).
         helper.make_node("Min", ["cmd_raw", "cmd_high"], ["cmd_upper"]),
-        helper.make_node("Max", ["cmd_upper", "cmd_low"], ["action64"]),
-        helper.make_node("Cast", ["action64"], [OUTPUT], to=TensorProto.FLOAT),
+        helper.make_node("Max", ["cmd_upper", "cmd_low"], ["action_out"]),
+        helper.make_node("Cast", ["action_out"], [OUTPUT], to=TensorProto.FLOAT),
     ]
     graph = helper.make_graph(
         nodes,

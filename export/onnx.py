@@ -120,9 +120,14 @@ def export(cfg: Any) -> dict[str, Any]:
     mean = norm.mean.numpy()
     std = np.sqrt(norm.var.numpy())
     obs = parity_observations(mean, std, int(cfg.parity_n), int(cfg.seed))
+    if cfg.precision not in ("float64", "float32"):
+        raise UserError(f"precision must be float64 or float32, got '{cfg.precision}'")
     with torch.no_grad():
-        mu = actor.double()(torch.from_numpy(obs).double()).numpy()
-        actor.float()
+        if cfg.precision == "float64":
+            mu = actor.double()(torch.from_numpy(obs).double()).numpy()
+            actor.float()
+        else:
+            mu = actor(torch.from_numpy(obs)).double().numpy()
     expected = spec.action_to_command(mu)
 
     def _build(extra: dict[str, str]) -> onnx.ModelProto:
@@ -133,6 +138,7 @@ def export(cfg: Any) -> dict[str, Any]:
             spec.command_low,
             spec.command_high,
             {**meta, **extra},
+            cfg.precision,
         )
 
     model = _build({})
@@ -140,7 +146,7 @@ def export(cfg: Any) -> dict[str, Any]:
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(["action"], {"obs": obs})[0]
     diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
-    parity = {"parity.max_abs_diff": repr(diff), "parity.n_obs": str(len(obs)), "parity.tol": repr(float(cfg.parity_tol))}
+    parity = {"parity.precision": cfg.precision, "parity.max_abs_diff": repr(diff), "parity.n_obs": str(len(obs)), "parity.tol": repr(float(cfg.parity_tol))}
     print(f"parity: max |onnx - torch| = {diff:.3g} over {len(obs)} observations (tol {cfg.parity_tol:g})", flush=True)
     if not diff <= cfg.parity_tol:
         raise UserError(

@@ -143,6 +143,8 @@ class ExportConfig:
     """Largest allowed |onnxruntime - torch| over the parity observations."""
     seed: int = 0
     """Seed of the parity observations."""
+    precision: str = "float64"
+    """Arithmetic inside the graph: float64 (exact parity) or float32 (faster for big MLPs)."""
 
 
 @dataclass

@@ -15,9 +15,9 @@ const char *pr_err_name(pr_err_t err)
 {
     switch (err) {
     case PR_OK: return "ok";
+    case PR_ERR_LONG: return "overlong";
     case PR_ERR_COBS: return "cobs";
     case PR_ERR_SHORT: return "short";
-    case PR_ERR_LONG: return "long";
     case PR_ERR_CRC: return "crc";
     case PR_ERR_VERSION: return "version";
     case PR_ERR_TYPE: return "type";
@@ -98,6 +98,23 @@ float pr_f32_nan(void)
 }
 
 /* ---- Length rules ----------------------------------------------------------------- */
+
+int pr_msg_type_known(uint8_t type)
+{
+    switch (type) {
+    case PR_MSG_HELLO:
+    case PR_MSG_INFO:
+    case PR_MSG_STATE:
+    case PR_MSG_COMMAND:
+    case PR_MSG_ENABLE:
+    case PR_MSG_DISABLE:
+    case PR_MSG_ACK:
+    case PR_MSG_FAULT:
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 static int counts_match(uint8_t expected, size_t actual)
 {
@@ -198,18 +215,22 @@ static pr_err_t check_raw(const uint8_t *buf, size_t n, const pr_shape_t *shape,
     size_t body_len;
     pr_err_t err;
 
+    /* The order of docs/protocol.md: short, CRC, version, type, length. */
     if (n < PR_HEADER_LEN + PR_CRC_LEN) {
         return PR_ERR_SHORT;
     }
     body_len = n - PR_CRC_LEN;
-    if (body_len > PR_MAX_BODY) {
-        return PR_ERR_LONG;
-    }
     if (pr_crc32(buf, body_len) != pr_get_u32(buf + body_len)) {
         return PR_ERR_CRC;
     }
     if (buf[0] != PR_PROTOCOL_VERSION) {
         return PR_ERR_VERSION;
+    }
+    if (!pr_msg_type_known(buf[1])) {
+        return PR_ERR_TYPE;
+    }
+    if (body_len > PR_MAX_BODY) {
+        return PR_ERR_LENGTH;
     }
     err = pr_check_payload(buf[1], buf + PR_HEADER_LEN, body_len - PR_HEADER_LEN, shape);
     if (err != PR_OK) {
@@ -230,6 +251,9 @@ pr_err_t pr_frame_decode(const uint8_t *enc, size_t n, uint8_t *buf, size_t cap,
     size_t raw_len;
     size_t i;
 
+    if (n > PR_MAX_ENCODED) {
+        return PR_ERR_LONG;
+    }
     pr_cobs_dec_begin(&dec, buf, cap);
     for (i = 0; i < n; i++) {
         pr_cobs_dec_put(&dec, enc[i]);
@@ -267,15 +291,17 @@ pr_rx_event_t pr_rx_push(pr_rx_t *rx, uint8_t byte)
     size_t raw_len;
 
     if (byte != 0x00) {
-        rx->n_in++;
+        if (rx->n_in <= PR_MAX_ENCODED) {
+            rx->n_in++; /* saturates: only "overlong or not" matters */
+        }
         pr_cobs_dec_put(&rx->dec, byte);
         return PR_RX_NONE;
     }
     if (rx->n_in == 0u) {
         return PR_RX_NONE; /* idle line: 0x00 after 0x00 */
     }
-    if (rx->dec.error && rx->dec.len >= rx->cap) {
-        rx->last_err = PR_ERR_LONG; /* more than the buffer holds */
+    if (rx->n_in > PR_MAX_ENCODED || (rx->dec.error && rx->dec.len >= rx->cap)) {
+        rx->last_err = PR_ERR_LONG; /* overlong, or more than the buffer holds */
     } else if (pr_cobs_dec_end(&rx->dec, &raw_len) != 0) {
         rx->last_err = PR_ERR_COBS;
     } else {

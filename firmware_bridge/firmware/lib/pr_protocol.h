@@ -29,8 +29,14 @@ extern "C" {
 #define PR_MAX_BODY 250u                                  /* header + payload */
 #define PR_MAX_PAYLOAD (PR_MAX_BODY - PR_HEADER_LEN)       /* 244 */
 #define PR_MAX_RAW (PR_MAX_BODY + PR_CRC_LEN)              /* 254: what COBS stuffs */
+/* The longest frame a receiver accepts: 256 encoded bytes + 0x00. Our encoder (as Python's
+ * `cobs`) needs at most 255 + 0x00 (len(body) + 6 on the wire); 256 admits encoders that end
+ * a full block with an empty 0x01 block. Anything longer is dropped as overlong. */
 #define PR_MAX_ENCODED PR_COBS_MAX_ENCODED(PR_MAX_RAW)     /* 256, without delimiter */
 #define PR_MAX_FRAME (PR_MAX_ENCODED + 1u)                 /* 257, with the 0x00 */
+/* A receive buffer this size (the most 256 encoded bytes decode to) classifies every drop
+ * exactly as docs/protocol.md orders the checks; PR_MAX_RAW is enough to accept any frame. */
+#define PR_RX_BUF_FULL (PR_MAX_ENCODED - 1u)               /* 255 */
 
 /* Encoded size (with delimiter) that is always enough for a body of body_len bytes. */
 #define PR_FRAME_CAP(body_len) (PR_COBS_MAX_ENCODED((body_len) + PR_CRC_LEN) + 1u)
@@ -89,16 +95,18 @@ typedef enum {
 
 #define PR_NO_COMMAND_SEQ 0xFFFFFFFFu /* STATE.last_cmd_seq before the first COMMAND */
 
-/* Why something failed; PR_OK is 0. Receivers count every drop whatever the reason. */
+/* Why something failed; PR_OK is 0. A receiver checks in the order of docs/protocol.md
+ * (overlong, COBS, short, CRC, version, type, length) and counts every drop. */
 typedef enum {
     PR_OK = 0,
+    PR_ERR_LONG,      /* overlong: more than PR_MAX_ENCODED bytes before the 0x00, or more
+                         than the receiver's buffer holds */
     PR_ERR_COBS,      /* invalid COBS (a length code past the end) */
     PR_ERR_SHORT,     /* shorter than header + CRC */
-    PR_ERR_LONG,      /* body longer than PR_MAX_BODY, or than the receiver's buffer */
     PR_ERR_CRC,       /* CRC mismatch */
     PR_ERR_VERSION,   /* protocol version other than PR_PROTOCOL_VERSION */
     PR_ERR_TYPE,      /* unknown message type */
-    PR_ERR_LENGTH,    /* payload length other than the one its type defines */
+    PR_ERR_LENGTH,    /* body over PR_MAX_BODY, or a payload length other than its type's */
     PR_ERR_DIRECTION, /* a known message this receiver does not take (e.g. STATE at the controller) */
     PR_ERR_CAPACITY,  /* does not fit the output buffer or the typed message's arrays */
     PR_ERR_ARG        /* invalid argument (a field beyond the protocol's limits) */
@@ -132,6 +140,9 @@ typedef struct {
     uint8_t n_actuators;
 } pr_shape_t;
 
+/* Whether type is one of the eight message types of protocol v1. */
+int pr_msg_type_known(uint8_t type);
+
 /*
  * Check a payload's length against its type: PR_OK, PR_ERR_TYPE (unknown type) or
  * PR_ERR_LENGTH. INFO and FAULT carry their own text length, so the payload is read.
@@ -149,8 +160,9 @@ size_t pr_frame_encode(uint8_t type, uint32_t seq, const uint8_t *payload, size_
                        uint8_t *out, size_t cap);
 
 /*
- * Decode one frame given without its 0x00 delimiter. buf (capacity cap, PR_MAX_RAW is
- * always enough) receives body and CRC; on PR_OK, frame->payload points into it.
+ * Decode one frame given without its 0x00 delimiter. buf (capacity cap; PR_MAX_RAW takes
+ * any valid frame, PR_RX_BUF_FULL gives the exact drop reasons) receives body and CRC; on
+ * PR_OK, frame->payload points into it.
  */
 pr_err_t pr_frame_decode(const uint8_t *enc, size_t n, uint8_t *buf, size_t cap,
                          const pr_shape_t *shape, pr_frame_t *frame);
@@ -180,7 +192,8 @@ typedef struct {
     pr_err_t last_err;
 } pr_rx_t;
 
-/* buf must hold at least PR_HEADER_LEN + PR_CRC_LEN bytes; PR_MAX_RAW takes any frame. */
+/* buf: PR_MAX_RAW takes any valid frame, PR_RX_BUF_FULL also gives the exact drop reasons,
+ * less drops longer frames as PR_ERR_LONG. shape NULL: any counts. */
 void pr_rx_init(pr_rx_t *rx, uint8_t *buf, size_t cap, const pr_shape_t *shape);
 pr_rx_event_t pr_rx_push(pr_rx_t *rx, uint8_t byte);
 

@@ -1,0 +1,51 @@
+"""Shared by the benchmarks: run the real CLIs, read their JSON lines, make small policies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(module: str, *args: str, timeout: float = 1800) -> dict:
+    """Run `python -m module args`, raise on failure, return its closing JSON line."""
+    p = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def quick_policy(out_dir: Path, *overrides: str, steps: int = 8192, export_args: tuple[str, ...] = ()) -> Path:
+    """A briefly trained (not good, but real) policy exported to ONNX, e.g. for timing."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    s = cli(
+        "ppo_robot.train",
+        f"run_dir={out_dir}/run",
+        f"total_steps={steps}",
+        "env.num_envs=64",
+        "ppo.n_steps=16",
+        "eval_episodes=4",
+        "progress=false",
+        "randomization=none",
+        *overrides,
+    )
+    onnx_path = out_dir / "policy.onnx"
+    cli("export.onnx", f"checkpoint={s['checkpoint']}", f"output={onnx_path}", *export_args)
+    return onnx_path
+
+
+def machine() -> dict:
+    import platform
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
