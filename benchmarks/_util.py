@@ -22,11 +22,15 @@ def cli(module: str, *args: str, timeout: float = 1800) -> dict:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     if p.returncode != 0:
-        raise RuntimeError(f"{module} {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+        raise RuntimeError(
+            f"{module} {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-2000:]}"
+        )
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def quick_policy(out_dir: Path, *overrides: str, steps: int = 8192, export_args: tuple[str, ...] = ()) -> Path:
+def quick_policy(
+    out_dir: Path, *overrides: str, steps: int = 8192, export_args: tuple[str, ...] = ()
+) -> Path:
     """A briefly trained (not good, but real) policy exported to ONNX, e.g. for timing."""
     out_dir.mkdir(parents=True, exist_ok=True)
     s = cli(
@@ -48,4 +52,8 @@ def quick_policy(out_dir: Path, *overrides: str, steps: int = 8192, export_args:
 def machine() -> dict:
     import platform
 
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }

@@ -68,7 +68,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         small = quick_policy(Path(d) / "default")
         big = quick_policy(Path(d) / "mlp256", "ppo.hidden=[256,256]")
-        big32 = quick_policy(Path(d) / "mlp256_f32", "ppo.hidden=[256,256]", export_args=("precision=float32",))
+        big32 = quick_policy(
+            Path(d) / "mlp256_f32", "ppo.hidden=[256,256]", export_args=("precision=float32",)
+        )
         result = {
             "calls": args.calls,
             "default_policy": measure(small, args.calls),

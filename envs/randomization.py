@@ -182,7 +182,19 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
             continue
         if not isinstance(p, dict):
             raise RandomizationError(f"{w}: expected a mapping")
-        extra = set(p) - {"field", "targets", "op", "index", "dist", "low", "high", "mean", "std", "value", "source"}
+        extra = set(p) - {
+            "field",
+            "targets",
+            "op",
+            "index",
+            "dist",
+            "low",
+            "high",
+            "mean",
+            "std",
+            "value",
+            "source",
+        }
         if extra:
             raise RandomizationError(f"{w}: unknown key '{sorted(extra)[0]}'")
         if "field" not in p:
@@ -295,7 +307,9 @@ class Binder:
         if rand.push_prob > 0:
             self.push_body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, rand.push_body)
             if self.push_body < 0:
-                raise RandomizationError(f"randomization.push.body: unknown body '{rand.push_body}'")
+                raise RandomizationError(
+                    f"randomization.push.body: unknown body '{rand.push_body}'"
+                )
 
     @staticmethod
     def _bind(f: FieldRange, model: mujoco.MjModel) -> _BoundField:
@@ -328,7 +342,9 @@ class Binder:
         cols: np.ndarray | slice = slice(None)
         if f.index is not None:
             if arr.ndim != 2 or max(f.index) >= arr.shape[1]:
-                raise RandomizationError(f"{where}.index: {list(f.index)} out of range for {f.field}")
+                raise RandomizationError(
+                    f"{where}.index: {list(f.index)} out of range for {f.field}"
+                )
             cols = np.array(f.index)
         nominal = np.array(arr[rows][:, cols] if arr.ndim == 2 else arr[rows], dtype=np.float64)
         return _BoundField(f, f.field, rows, cols, nominal)

@@ -232,9 +232,7 @@ class RobotSpec(ABC):
         """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32."""
 
     @abstractmethod
-    def reward(
-        self, sensors: np.ndarray, command: np.ndarray, action: np.ndarray
-    ) -> np.ndarray:
+    def reward(self, sensors: np.ndarray, command: np.ndarray, action: np.ndarray) -> np.ndarray:
         """Per-step reward (N,) from true sensor values, the command and the raw action."""
 
     @abstractmethod

@@ -146,8 +146,16 @@ def export(cfg: Any) -> dict[str, Any]:
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(["action"], {"obs": obs})[0]
     diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
-    parity = {"parity.precision": cfg.precision, "parity.max_abs_diff": repr(diff), "parity.n_obs": str(len(obs)), "parity.tol": repr(float(cfg.parity_tol))}
-    print(f"parity: max |onnx - torch| = {diff:.3g} over {len(obs)} observations (tol {cfg.parity_tol:g})", flush=True)
+    parity = {
+        "parity.precision": cfg.precision,
+        "parity.max_abs_diff": repr(diff),
+        "parity.n_obs": str(len(obs)),
+        "parity.tol": repr(float(cfg.parity_tol)),
+    }
+    print(
+        f"parity: max |onnx - torch| = {diff:.3g} over {len(obs)} observations (tol {cfg.parity_tol:g})",
+        flush=True,
+    )
     if not diff <= cfg.parity_tol:
         raise UserError(
             f"parity check failed: max |onnx - torch| = {diff:.3g} > parity_tol={cfg.parity_tol:g}; nothing written"

@@ -95,7 +95,9 @@ class OnnxPolicy:
             )
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PolicyError(f"policy {self.path} is not a loadable ONNX file ({first[:160]})") from None
+            raise PolicyError(
+                f"policy {self.path} is not a loadable ONNX file ({first[:160]})"
+            ) from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = parse_metadata(meta, str(self.path))
         self.sha256 = file_sha256(self.path)
@@ -114,7 +116,9 @@ class OnnxPolicy:
         """Refuse a policy made for another robot, layout or rate (before anything moves)."""
         i = self.info
         if i.robot != spec.name:
-            raise PolicyMismatch(f"policy {self.path.name} is for robot '{i.robot}', not '{spec.name}'")
+            raise PolicyMismatch(
+                f"policy {self.path.name} is for robot '{i.robot}', not '{spec.name}'"
+            )
         if i.n_sensors != spec.n_sensors:
             raise PolicyMismatch(
                 f"policy {self.path.name} expects {i.n_sensors} sensors, robot '{spec.name}' has {spec.n_sensors}"

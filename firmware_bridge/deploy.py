@@ -43,10 +43,8 @@ def deploy(cfg: Any) -> dict[str, Any]:
     from envs.spec import SpecError
     from export.runtime import OnnxPolicy, PolicyError
     from firmware_bridge.link import LinkError, SerialLink
-    from firmware_bridge.loop import ControlLoop
-    from firmware_bridge.rollout_log import RolloutLog
-    from firmware_bridge.safety import SafetyConfig, SafetyLayer
-    from firmware_bridge.session import HandshakeError, disable, enable, handshake, wait_state
+    from firmware_bridge.safety import SafetyConfig
+    from firmware_bridge.session import HandshakeError, handshake, wait_state
 
     if cfg.duration_s is None or cfg.duration_s <= 0:
         raise UserError(f"duration_s must be > 0, got {cfg.duration_s}")
@@ -75,12 +73,21 @@ def deploy(cfg: Any) -> dict[str, Any]:
         raise UserError(str(e)) from None
     try:
         try:
-            sess = handshake(link, spec, rate_hz, int(cfg.baud), float(cfg.handshake_timeout_s), bool(cfg.check_link_budget))
+            sess = handshake(
+                link,
+                spec,
+                rate_hz,
+                int(cfg.baud),
+                float(cfg.handshake_timeout_s),
+                bool(cfg.check_link_budget),
+            )
             first = wait_state(link, max(0.5, 20.0 / rate_hz))
         except (HandshakeError, LinkError) as e:
             raise UserError(str(e)) from None
         if first is None:
-            raise UserError(f"controller on {cfg.port} answered HELLO but streams no STATE at {rate_hz:g} Hz")
+            raise UserError(
+                f"controller on {cfg.port} answered HELLO but streams no STATE at {rate_hz:g} Hz"
+            )
         return _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz)
     finally:
         link.close()
@@ -158,7 +165,10 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         status=status,
     )
     signals = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
-    previous = {s: signal.signal(s, lambda signum, frame: loop.request_stop(signals[signum])) for s in signals}
+    previous = {
+        s: signal.signal(s, lambda signum, frame: loop.request_stop(signals[signum]))
+        for s in signals
+    }
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)  # the logger thread must not hold the GIL across a deadline
     res = None
@@ -206,7 +216,9 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         "state_age_p99_ms": _pct(res.state_age_ms, 99),
         "states_received": res.states_received,
         "dropped_frames": stats.dropped_total,
-        "dropped_by_kind": {k: v for k, v in stats.as_dict().items() if k.startswith("dropped_") and v},
+        "dropped_by_kind": {
+            k: v for k, v in stats.as_dict().items() if k.startswith("dropped_") and v
+        },
         "limited_ticks": res.limited_ticks,
         "faults": faults,
         "stopped_by": res.stopped_by,
@@ -220,7 +232,9 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
     atomic_write_text(Path(str(rlog.path) + ".json"), json.dumps(summary) + "\n")
     write_summary(summary, None)
     if res.fault is not None:
-        raise RunFault(f"{res.fault.kind}: {res.fault} (controller disabled: {disabled}; log {rlog.path})")
+        raise RunFault(
+            f"{res.fault.kind}: {res.fault} (controller disabled: {disabled}; log {rlog.path})"
+        )
     if res.stopped_by in ("SIGINT", "SIGTERM"):
         sys.stdout.flush()
         sys.exit(130 if res.stopped_by == "SIGINT" else 143)

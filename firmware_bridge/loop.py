@@ -74,21 +74,7 @@ class ControlLoop:
         self.stop_requested = why
 
     def _log_state(self, tick: int, t_host: float, seq: int, msg: State) -> None:
-        self.rlog.put(
-            "/state",
-            time.monotonic_ns(),
-            {
-                "tick": tick,
-                "t_host": t_host,
-                "seq": seq,
-                "t_us": msg.t_us,
-                "status": int(msg.status),
-                "fault": int(msg.fault),
-                "last_cmd_seq": msg.last_cmd_seq,
-                "rx_errors": msg.rx_errors,
-                "sensors": msg.sensors.tolist(),
-            },
-        )
+        self.rlog.state(time.monotonic_ns(), tick, t_host, seq, msg)
 
     def run(self, first: State | None = None, first_seq: int = 0) -> LoopResult:
         """Run until the duration, a stop request or a fault. `first`: the newest STATE
@@ -144,10 +130,22 @@ class ControlLoop:
                         offset_ns = d if offset_ns is None else min(offset_ns, d)
                         self._log_state(tick, t_host, seq, msg)
                     elif isinstance(msg, Fault):
-                        code = FaultCode(msg.code).name if msg.code in FaultCode._value2member_map_ else str(msg.code)
-                        raise SafetyFault(f"controller_{code.lower()}", f"controller fault {code}: {msg.text}")
-                    elif isinstance(msg, Info) and self.boot_id is not None and msg.boot_id != self.boot_id:
-                        raise SafetyFault("controller_reset", f"controller reset: boot id {msg.boot_id:08x}")
+                        code = (
+                            FaultCode(msg.code).name
+                            if msg.code in FaultCode._value2member_map_
+                            else str(msg.code)
+                        )
+                        raise SafetyFault(
+                            f"controller_{code.lower()}", f"controller fault {code}: {msg.text}"
+                        )
+                    elif (
+                        isinstance(msg, Info)
+                        and self.boot_id is not None
+                        and msg.boot_id != self.boot_id
+                    ):
+                        raise SafetyFault(
+                            "controller_reset", f"controller reset: boot id {msg.boot_id:08x}"
+                        )
                 if state is None:
                     raise SafetyFault("stale_state", "no STATE received since enable")
                 if t0 - state_host_ns > self.stale_ns:
@@ -156,7 +154,9 @@ class ControlLoop:
                         f"no new STATE for {(t0 - state_host_ns) / 1e6:.1f} ms (limit {self.stale_ns / 1e6:g} ms)",
                     )
                 if state.fault:
-                    raise SafetyFault("controller_fault", f"controller reports latched fault {int(state.fault)}")
+                    raise SafetyFault(
+                        "controller_fault", f"controller reports latched fault {int(state.fault)}"
+                    )
                 # ---- observation, policy, safety, command
                 t1 = self.clock()
                 sensors = state.sensors
@@ -176,30 +176,27 @@ class ControlLoop:
                 res.limited_ticks += limited
                 next_deadline = deadline + self.period_ns
                 missed = t5 > next_deadline or period_err[tick] > self.period_ns / 2e3
-                mono = time.monotonic_ns()
-                rlog.put("/observation", mono, {"tick": tick, "t_host": t_host, "obs": obs.tolist()})
-                rlog.put("/action", mono, {"tick": tick, "t_host": t_host, "action": np.asarray(action).tolist()})
-                rlog.put(
-                    "/command",
-                    mono,
-                    {"tick": tick, "t_host": t_host, "seq": seq_out, "state_seq": state_seq, "values": cmd.tolist(), "limited": limited},
-                )
-                rlog.put(
-                    "/timing",
-                    mono,
-                    {
-                        "tick": tick,
-                        "t_host": t_host,
-                        "deadline": (deadline - t_start) / 1e9,
-                        "period_error_us": period_err[tick],
-                        "state_age_ms": float(age[tick]),
-                        "compute_us": compute[tick],
-                        "obs_us": (t2 - t1) / 1e3,
-                        "policy_us": (t3 - t2) / 1e3,
-                        "safety_us": (t4 - t3) / 1e3,
-                        "send_us": (t5 - t4) / 1e3,
-                        "missed": bool(missed),
-                    },
+                rlog.tick(
+                    time.monotonic_ns(),
+                    tick,
+                    t_host,
+                    obs,
+                    np.asarray(action),
+                    cmd,
+                    seq_out,
+                    state_seq,
+                    limited,
+                    (
+                        (deadline - t_start) / 1e9,
+                        float(period_err[tick]),
+                        float(age[tick]),
+                        float(compute[tick]),
+                        (t2 - t1) / 1e3,
+                        (t3 - t2) / 1e3,
+                        (t4 - t3) / 1e3,
+                        (t5 - t4) / 1e3,
+                        bool(missed),
+                    ),
                 )
                 tick += 1
                 if missed:

@@ -92,7 +92,7 @@ class RolloutLog:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "wb")
+        self._f = open(self.path, "wb")  # noqa: SIM115 - open for the whole run, closed in close()
         self._w = Writer(self._f, use_chunking=False, enable_crcs=True)
         self._w.start(profile="", library="ppo-robot")
         self._chan: dict[str, int] = {}
@@ -123,6 +123,48 @@ class RolloutLog:
         """Queue one message; never blocks. A full queue is counted in `dropped`."""
         try:
             self._q.put_nowait((topic, t_ns, msg))
+        except queue.Full:
+            self.dropped += 1
+
+    def tick(
+        self,
+        t_ns: int,
+        tick: int,
+        t_host: float,
+        obs: np.ndarray,
+        action: np.ndarray,
+        command: np.ndarray,
+        seq: int,
+        state_seq: int,
+        limited: bool,
+        timing: tuple[float, ...],
+    ) -> None:
+        """One control tick as one queue item (arrays are copied here; the writer thread
+        builds the /observation, /action, /command and /timing messages)."""
+        item = (
+            _TICK,
+            t_ns,
+            (
+                tick,
+                t_host,
+                obs.copy(),
+                action.copy(),
+                command.copy(),
+                seq,
+                state_seq,
+                limited,
+                timing,
+            ),
+        )
+        try:
+            self._q.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def state(self, t_ns: int, tick: int, t_host: float, seq: int, msg: Any) -> None:
+        """A received STATE (an immutable protocol.State), formatted by the writer thread."""
+        try:
+            self._q.put_nowait((_STATE, t_ns, (tick, t_host, seq, msg)))
         except queue.Full:
             self.dropped += 1
 
@@ -166,8 +208,43 @@ class RolloutLog:
             if item is not _STOP:
                 self._write(item)
 
-    def _write(self, item: tuple[str, int, dict[str, Any]]) -> None:
+    def _write(self, item: tuple[str, int, Any]) -> None:
         topic, t_ns, msg = item
+        if topic is _TICK:
+            tick, t_host, obs, action, command, seq, state_seq, limited, timing = msg
+            base = {"tick": tick, "t_host": t_host}
+            self._emit("/observation", t_ns, {**base, "obs": obs.tolist()})
+            self._emit("/action", t_ns, {**base, "action": action.tolist()})
+            self._emit(
+                "/command",
+                t_ns,
+                {
+                    **base,
+                    "seq": seq,
+                    "state_seq": state_seq,
+                    "values": command.tolist(),
+                    "limited": limited,
+                },
+            )
+            self._emit("/timing", t_ns, {**base, **dict(zip(TIMING_FIELDS, timing, strict=True))})
+            return
+        if topic is _STATE:
+            tick, t_host, seq, st = msg
+            msg = {
+                "tick": tick,
+                "t_host": t_host,
+                "seq": seq,
+                "t_us": st.t_us,
+                "status": int(st.status),
+                "fault": int(st.fault),
+                "last_cmd_seq": st.last_cmd_seq,
+                "rx_errors": st.rx_errors,
+                "sensors": st.sensors.tolist(),
+            }
+            topic = "/state"
+        self._emit(topic, t_ns, msg)
+
+    def _emit(self, topic: str, t_ns: int, msg: dict[str, Any]) -> None:
         data = json.dumps(msg, default=_jsonable, allow_nan=True).encode()
         self._w.add_message(self._chan[topic], log_time=t_ns, data=data, publish_time=t_ns)
         self.written += 1
@@ -193,6 +270,19 @@ class RolloutLog:
 
 
 _STOP = object()
+_TICK = "/tick"
+_STATE = "/state-raw"
+TIMING_FIELDS = (
+    "deadline",
+    "period_error_us",
+    "state_age_ms",
+    "compute_us",
+    "obs_us",
+    "policy_us",
+    "safety_us",
+    "send_us",
+    "missed",
+)
 
 
 def _jsonable(x: Any) -> Any:

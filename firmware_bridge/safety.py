@@ -34,7 +34,9 @@ class SafetyConfig:
 
 
 class SafetyLayer:
-    def __init__(self, low: np.ndarray, high: np.ndarray, safe: np.ndarray, cfg: SafetyConfig) -> None:
+    def __init__(
+        self, low: np.ndarray, high: np.ndarray, safe: np.ndarray, cfg: SafetyConfig
+    ) -> None:
         self.low = np.asarray(low, dtype=np.float64)
         self.high = np.asarray(high, dtype=np.float64)
         self.safe = np.asarray(safe, dtype=np.float64)
@@ -55,7 +57,12 @@ class SafetyLayer:
         cfg = self.cfg
         if cfg.soft_start_s > 0 and t_since_enable < cfg.soft_start_s:
             frac = max(0.0, t_since_enable) / cfg.soft_start_s
-            np.clip(out, self.safe + frac * (self.low - self.safe), self.safe + frac * (self.high - self.safe), out=out)
+            np.clip(
+                out,
+                self.safe + frac * (self.low - self.safe),
+                self.safe + frac * (self.high - self.safe),
+                out=out,
+            )
         if cfg.max_delta is not None:
             np.clip(out, self.last - cfg.max_delta, self.last + cfg.max_delta, out=out)
         limited = bool(np.any(out != action))

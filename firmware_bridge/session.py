@@ -78,14 +78,18 @@ def handshake(
             if garbage
             else "; received nothing"
         )
-        raise HandshakeError(f"controller on {link.port} did not answer HELLO within {timeout_s:g} s{hint}")
+        raise HandshakeError(
+            f"controller on {link.port} did not answer HELLO within {timeout_s:g} s{hint}"
+        )
     assert isinstance(info, Info)
     if info.protocol_version != PROTOCOL_VERSION:
         raise HandshakeError(
             f"controller speaks protocol v{info.protocol_version}, this host v{PROTOCOL_VERSION}"
         )
     if info.name != spec.name:
-        raise HandshakeError(f"controller reports robot '{info.name}', the policy is for '{spec.name}'")
+        raise HandshakeError(
+            f"controller reports robot '{info.name}', the policy is for '{spec.name}'"
+        )
     if info.n_sensors != spec.n_sensors:
         raise HandshakeError(
             f"controller reports {info.n_sensors} sensors, robot '{spec.name}' has {spec.n_sensors}"
@@ -133,7 +137,9 @@ def enable(link: SerialLink, timeout_s: float = 0.5) -> None:
     if isinstance(ack, Fault):
         raise HandshakeError(f"controller refused ENABLE: fault {ack.code} {ack.text!r}")
     if ack.result != 0:
-        raise HandshakeError(f"controller refused ENABLE (seq {seq}): latched fault {int(ack.result)}")
+        raise HandshakeError(
+            f"controller refused ENABLE (seq {seq}): latched fault {int(ack.result)}"
+        )
 
 
 def disable(link: SerialLink, timeout_s: float = 0.5, tries: int = 3) -> bool:
@@ -145,8 +151,10 @@ def disable(link: SerialLink, timeout_s: float = 0.5, tries: int = 3) -> bool:
         except Exception:  # the link may be gone; nothing more to do from here
             return False
         m = link.wait_for(
-            lambda m: (isinstance(m, Ack) and m.acked_type == MsgType.DISABLE)
-            or (isinstance(m, State) and not (Status(m.status) & Status.ENABLED)),
+            lambda m: (
+                (isinstance(m, Ack) and m.acked_type == MsgType.DISABLE)
+                or (isinstance(m, State) and not (Status(m.status) & Status.ENABLED))
+            ),
             timeout_s,
         )
         if m is not None:

@@ -44,7 +44,9 @@ class Plant:
         self.spec = spec
         self.model = spec.load_model(cfg.model_xml)
         rand = load(cfg.reality) if cfg.reality else Randomization()
-        self.binder, self.pert = apply_reality(rand, self.model, tuple(s.name for s in spec.sensors), cfg.seed)
+        self.binder, self.pert = apply_reality(
+            rand, self.model, tuple(s.name for s in spec.sensors), cfg.seed
+        )
         self.data = mujoco.MjData(self.model)
         self.sensor_idx = spec.sensor_index(self.model)
         self.rng = np.random.default_rng(cfg.seed)
@@ -55,9 +57,13 @@ class Plant:
         self.action_noise = rand.action_noise_std
         self.latency_s = float(cfg.latency_s) + self.pert.latency_s
         self.dt = self.model.opt.timestep
-        self.initial_qpos = None if cfg.initial_qpos is None else np.asarray(cfg.initial_qpos, float)
+        self.initial_qpos = (
+            None if cfg.initial_qpos is None else np.asarray(cfg.initial_qpos, float)
+        )
         if self.initial_qpos is not None and self.initial_qpos.size != self.model.nq:
-            raise UserError(f"initial_qpos: needs {self.model.nq} values, got {self.initial_qpos.size}")
+            raise UserError(
+                f"initial_qpos: needs {self.model.nq} values, got {self.initial_qpos.size}"
+            )
         self.reset()
         self._buf = np.zeros((1, n))
 
@@ -76,9 +82,18 @@ class Plant:
         mujoco.mj_step(self.model, self.data)
 
     def sensors(self) -> np.ndarray:
-        noise = self.rng.normal(0.0, 1.0, self.noise_std.shape) * self.noise_std if self.noise_std.any() else None
+        noise = (
+            self.rng.normal(0.0, 1.0, self.noise_std.shape) * self.noise_std
+            if self.noise_std.any()
+            else None
+        )
         return self.spec.read_sensors(
-            self.data.sensordata[None], self.sensor_idx, self.resolution, noise, self.bias, out=self._buf
+            self.data.sensordata[None],
+            self.sensor_idx,
+            self.resolution,
+            noise,
+            self.bias,
+            out=self._buf,
         )[0]
 
 
@@ -141,7 +156,9 @@ def serve(cfg: Any) -> dict[str, Any]:
         raise UserError(str(e)) from None
     if cfg.watchdog_ms < 1:
         raise UserError(f"watchdog_ms must be >= 1, got {cfg.watchdog_ms}")
-    boot_id = int(cfg.boot_id) if cfg.boot_id is not None else int.from_bytes(os.urandom(4), "little")
+    boot_id = (
+        int(cfg.boot_id) if cfg.boot_id is not None else int.from_bytes(os.urandom(4), "little")
+    )
     ccfg = ControllerConfig(
         name=spec.name,
         n_sensors=spec.n_sensors,

@@ -90,7 +90,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ck = torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for a corrupt file
-        raise UserError(f"checkpoint {p} is corrupt or not a checkpoint ({type(e).__name__})") from None
+        raise UserError(
+            f"checkpoint {p} is corrupt or not a checkpoint ({type(e).__name__})"
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise UserError(f"checkpoint {p} is not a ppo-robot checkpoint")
     if ck.get("format_version") != FORMAT_VERSION:

@@ -40,7 +40,9 @@ def fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.exit(code)
 
 
-def write_summary(summary: dict[str, Any], out_dir: str | Path | None, name: str = "summary.json") -> None:
+def write_summary(
+    summary: dict[str, Any], out_dir: str | Path | None, name: str = "summary.json"
+) -> None:
     """Print the one-line JSON summary (last line on stdout) and save it in out_dir."""
     line = json.dumps(summary, default=_jsonable)
     if out_dir is not None:

@@ -227,6 +227,46 @@ class DeployConfig:
     """Excitation source settings (configs/excitation/)."""
 
 
+@dataclass
+class ReplayConfig:
+    log: Any = "???"
+    """Rollout log (MCAP) to replay; a list of logs (log=[A,B]) for fit=[...]."""
+    out_dir: str | None = None
+    """Report folder (default: beside the first log, named <log>-replay)."""
+    policy: str | None = None
+    """ONNX policy for the re-check (default: the path in the log; its sha256 must match)."""
+    checkpoint: str | None = None
+    """Checkpoint for the re-check of a simulated log (default: the one the log names)."""
+    model_xml: str | None = None
+    """MJCF to replay on (default: the robot spec's, or the one a simulated log names)."""
+    reality: str | None = None
+    """Reality perturbation YAML to replay on (e.g. a fitted_reality.yaml); not with fit."""
+    latency_s: float | None = None
+    """Controller command latency, s (null: the reality's, else the log's, else 0)."""
+    rmse_horizon_s: float = 1.0
+    """RMSE and correlation are also given over the first this many seconds of the run."""
+    window_s: float = 0.3
+    """Multiple-shooting window: the window RMSE and the fit restart from the log this often."""
+    divergence_frac: float = 0.1
+    """A sensor has diverged once |sim - logged| exceeds this fraction of its logged range."""
+    fit: list[str] = field(default_factory=list)
+    """Model parameters to fit (damping, coulomb, armature, motor_gain, pendulum_mass, latency ...)."""
+    fit_bound: float = 5.0
+    """Fitted multipliers stay within [1/fit_bound, fit_bound] of the nominal values."""
+    render: bool = False
+    """Render the replay to MP4 (MuJoCo offscreen, headless EGL or OSMesa)."""
+    render_fps: int = 30
+    """Video frame rate."""
+    render_width: int = 320
+    """Width of each of the two views (logged, simulated), pixels."""
+    render_height: int = 240
+    """Video height, pixels."""
+    plots: bool = True
+    """Write the PNG figures and report.md (false: the JSON line only)."""
+    nthread: int = 2
+    """MuJoCo rollout threads."""
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
@@ -234,6 +274,7 @@ def register_configs() -> None:
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="sim_robot_schema", node=SimRobotConfig)
     cs.store(name="deploy_schema", node=DeployConfig)
+    cs.store(name="replay_schema", node=ReplayConfig)
     cs.store(group="env", name="env_schema", node=EnvConfig)
     cs.store(group="ppo", name="ppo_schema", node=PPOConfig)
 
@@ -249,12 +290,18 @@ def validate(cfg: TrainConfig) -> None:
         (0 < p.gamma <= 1, f"ppo.gamma must be in (0, 1], got {p.gamma}"),
         (0 <= p.lam <= 1, f"ppo.lam must be in [0, 1], got {p.lam}"),
         (p.clip > 0, f"ppo.clip must be > 0, got {p.clip}"),
-        (p.objective in ("clip", "kl"), f"ppo.objective must be 'clip' or 'kl', got '{p.objective}'"),
+        (
+            p.objective in ("clip", "kl"),
+            f"ppo.objective must be 'clip' or 'kl', got '{p.objective}'",
+        ),
         (
             p.lr_schedule in ("constant", "linear", "adaptive"),
             f"ppo.lr_schedule must be constant, linear or adaptive, got '{p.lr_schedule}'",
         ),
-        (p.activation in ("tanh", "elu", "relu", "silu"), f"ppo.activation: unknown '{p.activation}'"),
+        (
+            p.activation in ("tanh", "elu", "relu", "silu"),
+            f"ppo.activation: unknown '{p.activation}'",
+        ),
         (all(h > 0 for h in p.hidden), f"ppo.hidden must be positive sizes, got {list(p.hidden)}"),
         (e.num_envs >= 1, f"env.num_envs must be >= 1, got {e.num_envs}"),
         (e.nthread >= 1, f"env.nthread must be >= 1, got {e.nthread}"),

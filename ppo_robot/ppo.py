@@ -31,7 +31,9 @@ def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: float) -> to
     return -torch.min(ratio * adv, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv).mean()
 
 
-def kl_penalty_loss(ratio: torch.Tensor, adv: torch.Tensor, kl: torch.Tensor, beta: float) -> torch.Tensor:
+def kl_penalty_loss(
+    ratio: torch.Tensor, adv: torch.Tensor, kl: torch.Tensor, beta: float
+) -> torch.Tensor:
     """-E[r A - beta KL] (PPO1's penalized objective, a loss to minimize)."""
     return -(ratio * adv).mean() + beta * kl.mean()
 

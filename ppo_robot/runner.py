@@ -107,7 +107,9 @@ class Runner:
         self.eval_env = make_env(e, cfg.eval_episodes, cfg.seed + 10_000, rand)
         obs_dim = self.env.single_observation_space.shape[0]
         act_dim = self.env.single_action_space.shape[0]
-        self.actor = Actor(obs_dim, act_dim, list(p.hidden), p.activation, p.init_log_std, p.obs_clip)
+        self.actor = Actor(
+            obs_dim, act_dim, list(p.hidden), p.activation, p.init_log_std, p.obs_clip
+        )
         self.critic = Critic(obs_dim, list(p.hidden), p.activation)
         self.batch = p.n_steps * e.num_envs
         self.n_updates = max(1, math.ceil(cfg.total_steps / self.batch))
@@ -174,7 +176,7 @@ class Runner:
     # ---------------------------------------------------------------- loop
 
     def train(self) -> dict[str, Any]:
-        cfg, p = self.cfg, self.cfg.ppo
+        cfg, _p = self.cfg, self.cfg.ppo
         self._t0 = time.perf_counter()
         if cfg.resume:
             self.restore(cfg.resume)
@@ -185,7 +187,7 @@ class Runner:
         tb = SummaryWriter(str(self.run_dir / "tb"))
         metrics_path = self.run_dir / "metrics.csv"
         new_file = not metrics_path.exists() or not cfg.resume
-        mfile = open(metrics_path, "w" if new_file else "a", newline="")
+        mfile = open(metrics_path, "w" if new_file else "a", newline="")  # noqa: SIM115 - closed in finally
         writer = csv.DictWriter(mfile, fieldnames=METRIC_FIELDS)
         if new_file:
             writer.writeheader()
@@ -219,7 +221,18 @@ class Runner:
                     "return_mean": _mean(ep_returns),
                     "episode_length": _mean(ep_lengths),
                     "success_rate": _mean(ep_success),
-                    **{k: getattr(stats, k) for k in ("policy_loss", "value_loss", "kl", "entropy", "clip_frac", "lr", "beta")},
+                    **{
+                        k: getattr(stats, k)
+                        for k in (
+                            "policy_loss",
+                            "value_loss",
+                            "kl",
+                            "entropy",
+                            "clip_frac",
+                            "lr",
+                            "beta",
+                        )
+                    },
                 }
                 ep_returns.clear()
                 ep_success.clear()
@@ -237,7 +250,9 @@ class Runner:
                         self.save("best.pt")
                     last_good = self.save("last.pt")
                     if cfg.stop_success and (ev.success_rate or 0.0) >= cfg.stop_success:
-                        status = f"stopped: eval success {ev.success_rate:.2f} >= {cfg.stop_success}"
+                        status = (
+                            f"stopped: eval success {ev.success_rate:.2f} >= {cfg.stop_success}"
+                        )
                         break
                 writer.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
                 mfile.flush()
@@ -262,7 +277,9 @@ class Runner:
             # figures of the checkpoint named below: the best periodic evaluation
             "return_mean": best.return_mean if best else None,
             "success_rate": best.success_rate if best else None,
-            "checkpoint": str(best_path) if best_path.exists() else (str(last_good) if last_good else None),
+            "checkpoint": str(best_path)
+            if best_path.exists()
+            else (str(last_good) if last_good else None),
             "last_checkpoint": str(last_good) if last_good else None,
             "last_return_mean": last.return_mean if last else None,
             "last_success_rate": last.success_rate if last else None,
@@ -333,7 +350,9 @@ class _Progress:
             TextColumn("[bold]train"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[sps]:>8} steps/s  return {task.fields[ret]:>8}  success {task.fields[succ]:>5}"),
+            TextColumn(
+                "{task.fields[sps]:>8} steps/s  return {task.fields[ret]:>8}  success {task.fields[succ]:>5}"
+            ),
             TimeRemainingColumn(),
             console=Console(file=sys.stderr),
             transient=False,

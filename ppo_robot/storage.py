@@ -64,7 +64,9 @@ class RolloutStorage:
         )
         torch.add(self.advantages, self.values, out=self.returns)
 
-    def minibatches(self, n_minibatches: int, epochs: int, generator: torch.Generator) -> Iterator[Batch]:
+    def minibatches(
+        self, n_minibatches: int, epochs: int, generator: torch.Generator
+    ) -> Iterator[Batch]:
         total = self.T * self.N
         size = total // n_minibatches
         flat = {

@@ -15,14 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 
-def run_cli(module: str, *args: str, timeout: float = 300, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, timeout: float = 300, check: bool = False, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m module args...` from the repo root; returns the completed process."""
     e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     p = subprocess.run(
         [PY, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=e
     )
     if check and p.returncode != 0:
-        raise AssertionError(f"{module} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+        raise AssertionError(
+            f"{module} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+        )
     return p
 
 

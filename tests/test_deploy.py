@@ -8,6 +8,7 @@ COMMAND is sent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,7 +44,11 @@ def deploy_args(policy: str, port: str, tmp: Path, *extra: str) -> list[str]:
 
 def test_end_to_end_swing_up(trained, sim_robot, tmp_path):
     sim = sim_robot()
-    p = run_cli("firmware_bridge.deploy", *deploy_args(trained["onnx"], sim.port, tmp_path, "duration_s=5"), timeout=60)
+    p = run_cli(
+        "firmware_bridge.deploy",
+        *deploy_args(trained["onnx"], sim.port, tmp_path, "duration_s=5"),
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     s = last_json(p.stdout)
     assert s["success"] is True, s
@@ -164,10 +169,8 @@ class ScriptedController:
             except (BlockingIOError, OSError):
                 data = b""
             if self.garbage:
-                try:
+                with contextlib.suppress(OSError):
                     os.write(self.master, rng.integers(1, 255, 64, dtype=np.uint8).tobytes())
-                except OSError:
-                    pass
             for _seq, msg in parser.feed(data):
                 self.received.append(int(msg.TYPE))
                 if isinstance(msg, Hello) and self.info is not None:
@@ -203,7 +206,9 @@ def test_refused_before_any_command(trained, tmp_path, info, garbage, expect):
         t0 = time.monotonic()
         p = run_cli(
             "firmware_bridge.deploy",
-            *deploy_args(trained["onnx"], ctl.port, tmp_path, "duration_s=2", "handshake_timeout_s=1.0"),
+            *deploy_args(
+                trained["onnx"], ctl.port, tmp_path, "duration_s=2", "handshake_timeout_s=1.0"
+            ),
             timeout=30,
         )
         elapsed = time.monotonic() - t0
@@ -218,7 +223,9 @@ def test_refused_before_any_command(trained, tmp_path, info, garbage, expect):
 
 
 def test_unreachable_port_and_other_robot_policy(trained, tmp_path):
-    p = run_cli("firmware_bridge.deploy", *deploy_args(trained["onnx"], "/dev/does-not-exist", tmp_path))
+    p = run_cli(
+        "firmware_bridge.deploy", *deploy_args(trained["onnx"], "/dev/does-not-exist", tmp_path)
+    )
     assert p.returncode == 2 and "/dev/does-not-exist" in p.stderr and "Traceback" not in p.stderr
     model = onnx.load(trained["onnx"])
     for prop in model.metadata_props:
@@ -228,5 +235,8 @@ def test_unreachable_port_and_other_robot_policy(trained, tmp_path):
     onnx.save(model, other)
     p = run_cli("firmware_bridge.deploy", *deploy_args(str(other), "/dev/null", tmp_path))
     assert p.returncode == 2 and "cartpole" in p.stderr
-    p = run_cli("firmware_bridge.deploy", *deploy_args(trained["onnx"], "/dev/null", tmp_path, "rate_hz=500"))
+    p = run_cli(
+        "firmware_bridge.deploy",
+        *deploy_args(trained["onnx"], "/dev/null", tmp_path, "rate_hz=500"),
+    )
     assert p.returncode == 2 and "500 Hz" in p.stderr

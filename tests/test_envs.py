@@ -28,7 +28,9 @@ def test_spec_consistency(name):
     assert np.allclose(spec.action_to_command(np.ones((1, spec.act_dim))), spec.command_high)
     assert np.allclose(spec.action_to_command(-np.ones((1, spec.act_dim))), spec.command_low)
     assert np.allclose(spec.action_to_command(np.full((1, spec.act_dim), 7.0)), spec.command_high)
-    assert 1.0 / (spec.control_hz * model.opt.timestep) == pytest.approx(round(1.0 / (spec.control_hz * model.opt.timestep)))
+    assert 1.0 / (spec.control_hz * model.opt.timestep) == pytest.approx(
+        round(1.0 / (spec.control_hz * model.opt.timestep))
+    )
     lay = spec.layout()
     assert lay["name"] == name and len(lay["sensors"]) == spec.n_sensors
     assert spec.layout_hash() == get_robot(name).layout_hash()
@@ -106,7 +108,7 @@ def test_randomization_samples_stay_in_range_and_change_the_model():
     assert masses.min() >= 0.85 and masses.max() <= 1.15 and masses.std() > 0.05
     ratio = np.array(dampings) / np.array([5e-4, 5e-5])
     assert ratio.min() >= 0.5 - 1e-12 and ratio.max() <= 2.0 + 1e-12
-    assert 0.0 <= min(lat) and max(lat) <= 0.015
+    assert min(lat) >= 0.0 and max(lat) <= 0.015
 
 
 def _arm_travel(rand_cfg: dict | None, steps: int = 20) -> float:
@@ -122,8 +124,20 @@ def _arm_travel(rand_cfg: dict | None, steps: int = 20) -> float:
 
 def test_heavier_pendulum_moves_slower():
     nominal = _arm_travel(None)
-    heavy = _arm_travel({"params": {"m": {"field": "body_mass", "targets": ["pendulum"], "op": "scale", "value": 3.0}}})
-    weak = _arm_travel({"params": {"g": {"field": "actuator_gainprm", "targets": ["motor"], "index": [0], "value": 0.5}}})
+    heavy = _arm_travel(
+        {
+            "params": {
+                "m": {"field": "body_mass", "targets": ["pendulum"], "op": "scale", "value": 3.0}
+            }
+        }
+    )
+    weak = _arm_travel(
+        {
+            "params": {
+                "g": {"field": "actuator_gainprm", "targets": ["motor"], "index": [0], "value": 0.5}
+            }
+        }
+    )
     assert 0 < heavy < 0.9 * nominal
     assert 0 < weak < 0.7 * nominal
 
@@ -137,7 +151,7 @@ def test_latency_delays_the_action():
         env.reset(seed=0)
         for _ in range(5):  # settle at rest with zero voltage
             env.step(np.zeros((1, 1)))
-        start = env.sensordata[0, 0]
+        env.sensordata[0, 0]
         for k in range(10):
             env.step(np.ones((1, 1)))
             if abs(env.sensordata[0, 2]) > 0.05:  # arm velocity
@@ -179,7 +193,9 @@ def test_bad_randomization_configs():
         return Binder(parse(cfg), model, names)
 
     with pytest.raises(RandomizationError, match="no body named \\['nope'\\]"):
-        bind({"params": {"x": {"field": "body_mass", "targets": ["nope"], "low": 0.9, "high": 1.1}}})
+        bind(
+            {"params": {"x": {"field": "body_mass", "targets": ["nope"], "low": 0.9, "high": 1.1}}}
+        )
     with pytest.raises(RandomizationError, match="unknown MjModel field 'body_massive'"):
         bind({"params": {"x": {"field": "body_massive", "low": 0.9, "high": 1.1}}})
     with pytest.raises(RandomizationError, match="unknown distribution 'gamma'"):
@@ -193,7 +209,11 @@ def test_bad_randomization_configs():
 
 
 def test_mjcf_that_does_not_match_its_spec(tmp_path):
-    xml = (ROOT / "envs/assets/furuta.xml").read_text().replace('<jointvel name="pend_velocity" joint="pend_joint"/>', "")
+    xml = (
+        (ROOT / "envs/assets/furuta.xml")
+        .read_text()
+        .replace('<jointvel name="pend_velocity" joint="pend_joint"/>', "")
+    )
     bad = tmp_path / "bad.xml"
     bad.write_text(xml)
     with pytest.raises(SpecError, match="needs sensor 'pend_velocity'"):
@@ -206,7 +226,10 @@ def test_mjcf_that_does_not_match_its_spec(tmp_path):
         (["randomization.params.pendulum_mass.targets=[nope]"], "no body named ['nope']"),
         (["randomization.params.pendulum_mass.low=1.5"], "low 1.5 > high 1.15"),
         (["randomization.params.damping.dist=gamma"], "unknown distribution 'gamma'"),
-        (["randomization.params.damping.field=dof_dampening"], "unknown MjModel field 'dof_dampening'"),
+        (
+            ["randomization.params.damping.field=dof_dampening"],
+            "unknown MjModel field 'dof_dampening'",
+        ),
     ],
 )
 def test_train_refuses_bad_randomization(args, expect, tmp_path):
@@ -216,10 +239,20 @@ def test_train_refuses_bad_randomization(args, expect, tmp_path):
 
 
 def test_train_refuses_mjcf_without_sensor(tmp_path):
-    xml = (ROOT / "envs/assets/furuta.xml").read_text().replace('<jointpos name="arm_angle" joint="arm_joint"/>', "")
+    xml = (
+        (ROOT / "envs/assets/furuta.xml")
+        .read_text()
+        .replace('<jointpos name="arm_angle" joint="arm_joint"/>', "")
+    )
     bad = tmp_path / "bad.xml"
     bad.write_text(xml)
-    p = run_cli("ppo_robot.train", f"run_dir={tmp_path}/r", "total_steps=1000", f"env.model_xml={bad}", timeout=120)
+    p = run_cli(
+        "ppo_robot.train",
+        f"run_dir={tmp_path}/r",
+        "total_steps=1000",
+        f"env.model_xml={bad}",
+        timeout=120,
+    )
     assert p.returncode == 2 and "needs sensor 'arm_angle'" in p.stderr
 
 

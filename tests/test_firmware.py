@@ -28,8 +28,12 @@ def test_c_unit_vector_and_fuzz_tests_under_sanitizers():
 
 def test_cross_compile_for_real_boards():
     if not (shutil.which("avr-gcc") or shutil.which("arm-none-eabi-gcc")):
-        pytest.skip("no AVR or ARM cross compiler installed (apt-get install gcc-avr avr-libc gcc-arm-none-eabi)")
-    p = subprocess.run(["make", "-C", str(FW), "cross"], capture_output=True, text=True, timeout=600)
+        pytest.skip(
+            "no AVR or ARM cross compiler installed (apt-get install gcc-avr avr-libc gcc-arm-none-eabi)"
+        )
+    p = subprocess.run(
+        ["make", "-C", str(FW), "cross"], capture_output=True, text=True, timeout=600
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
 
@@ -39,9 +43,17 @@ def policy_500hz(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("p500")
     s = last_json(
         run_cli(
-            "ppo_robot.train", f"run_dir={d}/run", "env.control_hz=500", "total_steps=4096",
-            "env.num_envs=64", "ppo.n_steps=64", "eval_episodes=2", "randomization=none",
-            "progress=false", check=True, timeout=300,
+            "ppo_robot.train",
+            f"run_dir={d}/run",
+            "env.control_hz=500",
+            "total_steps=4096",
+            "env.num_envs=64",
+            "ppo.n_steps=64",
+            "eval_episodes=2",
+            "randomization=none",
+            "progress=false",
+            check=True,
+            timeout=300,
         ).stdout
     )
     out = d / "p500.onnx"
@@ -57,7 +69,9 @@ def pr_host_bin() -> Path:
 
 
 def _start_host(binary: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([str(binary), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(binary), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     line = proc.stdout.readline()
     assert line.startswith("PORT "), line
     return proc, line.split()[1]
@@ -67,11 +81,16 @@ def test_deploy_against_c_host_500hz(pr_host_bin, policy_500hz, tmp_path):
     proc, port = _start_host(pr_host_bin)
     try:
         p = run_cli(
-            "firmware_bridge.deploy", f"policy={policy_500hz}", f"port={port}", "duration_s=10",
-            f"log_dir={tmp_path}", "status=false",
+            "firmware_bridge.deploy",
+            f"policy={policy_500hz}",
+            f"port={port}",
+            "duration_s=10",
+            f"log_dir={tmp_path}",
+            "status=false",
             # timing is measured by benchmarks/loop_timing.py on a quiet machine; here a busy
             # CI machine must not turn a protocol test into an overrun fault
-            "safety.max_consecutive_overruns=100000", timeout=60,
+            "safety.max_consecutive_overruns=100000",
+            timeout=60,
         )
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -89,9 +108,20 @@ def test_deploy_against_c_host_500hz(pr_host_bin, policy_500hz, tmp_path):
 def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_path):
     proc, port = _start_host(pr_host_bin, "--watchdog-ms", "50")
     d = subprocess.Popen(
-        [__import__("sys").executable, "-m", "firmware_bridge.deploy", f"policy={policy_500hz}", f"port={port}",
-         "duration_s=30", f"log_dir={tmp_path}", "status=false"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            __import__("sys").executable,
+            "-m",
+            "firmware_bridge.deploy",
+            f"policy={policy_500hz}",
+            f"port={port}",
+            "duration_s=30",
+            f"log_dir={tmp_path}",
+            "status=false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     end = time.monotonic() + 20
     while time.monotonic() < end and not list(tmp_path.glob("*.mcap")):

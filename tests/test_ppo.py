@@ -35,7 +35,16 @@ def test_storage_returns_are_advantage_plus_value():
     dones = [[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
     z = torch.zeros(2, 1)
     for t in range(3):
-        s.add(z, z, torch.zeros(2), torch.tensor(values[t]), torch.tensor(rewards[t]), torch.tensor(dones[t]), z, z + 1)
+        s.add(
+            z,
+            z,
+            torch.zeros(2),
+            torch.tensor(values[t]),
+            torch.tensor(rewards[t]),
+            torch.tensor(dones[t]),
+            z,
+            z + 1,
+        )
     with pytest.raises(IndexError):
         s.add(z, z, torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), z, z)
     s.compute_returns(torch.tensor([0.7, 0.9]), 0.9, 0.8)
@@ -55,7 +64,9 @@ def test_clipped_surrogate_hand_computed():
 def test_kl_and_penalty_hand_computed():
     kl = gaussian_kl(torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), torch.full((1, 1), 2.0))
     assert kl.item() == pytest.approx(math.log(2) + 2 / 8 - 0.5, abs=1e-7)
-    loss = kl_penalty_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.1, 0.3]), 2.0)
+    loss = kl_penalty_loss(
+        torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.1, 0.3]), 2.0
+    )
     assert loss.item() == pytest.approx(-1.5 + 2.0 * 0.2, abs=1e-7)
 
 

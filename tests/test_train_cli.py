@@ -15,20 +15,45 @@ from tests.conftest import last_json, run_cli
 def test_train_run_folder_and_summary(tmp_path):
     run = tmp_path / "run"
     p = run_cli(
-        "ppo_robot.train", f"run_dir={run}", "total_steps=40000", "eval_every=2", "eval_episodes=8",
-        "env.num_envs=64", "progress=false", timeout=300, check=True,
+        "ppo_robot.train",
+        f"run_dir={run}",
+        "total_steps=40000",
+        "eval_every=2",
+        "eval_episodes=8",
+        "env.num_envs=64",
+        "progress=false",
+        timeout=300,
+        check=True,
     )
     s = last_json(p.stdout)
-    for key in ("total_steps", "wall_s", "steps_per_s", "return_mean", "success_rate", "checkpoint"):
+    for key in (
+        "total_steps",
+        "wall_s",
+        "steps_per_s",
+        "return_mean",
+        "success_rate",
+        "checkpoint",
+    ):
         assert key in s
     assert s["total_steps"] >= 40000 and s["steps_per_s"] > 0
     assert (run / "config.yaml").is_file() and (run / "summary.json").is_file()
     assert json.loads((run / "summary.json").read_text()) == s
     assert (run / "checkpoints/last.pt").is_file() and (run / "checkpoints/best.pt").is_file()
     assert list((run / "tb").glob("events.out.tfevents.*"))
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     assert len(rows) == s["updates"]
-    for col in ("step", "wall_s", "steps_per_s", "return_mean", "success_rate", "policy_loss", "value_loss", "kl", "entropy", "lr"):
+    for col in (
+        "step",
+        "wall_s",
+        "steps_per_s",
+        "return_mean",
+        "success_rate",
+        "policy_loss",
+        "value_loss",
+        "kl",
+        "entropy",
+        "lr",
+    ):
         assert col in rows[0]
     cfg = OmegaConf.load(run / "config.yaml")
     assert cfg.env.name == "furuta" and cfg.randomization.name == "default"
@@ -47,7 +72,14 @@ def test_train_run_folder_and_summary(tmp_path):
     ],
 )
 def test_train_bad_input(args, expect, tmp_path):
-    p = run_cli("ppo_robot.train", f"run_dir={tmp_path}/r", "total_steps=1000", "progress=false", *args, timeout=120)
+    p = run_cli(
+        "ppo_robot.train",
+        f"run_dir={tmp_path}/r",
+        "total_steps=1000",
+        "progress=false",
+        *args,
+        timeout=120,
+    )
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert expect in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
@@ -55,11 +87,24 @@ def test_train_bad_input(args, expect, tmp_path):
 
 
 def test_evaluate(trained, tmp_path):
-    p = run_cli("ppo_robot.evaluate", f"checkpoint={trained['checkpoint']}", "episodes=20", f"out_dir={tmp_path}", check=True)
+    p = run_cli(
+        "ppo_robot.evaluate",
+        f"checkpoint={trained['checkpoint']}",
+        "episodes=20",
+        f"out_dir={tmp_path}",
+        check=True,
+    )
     s = last_json(p.stdout)
     assert s["episodes"] == 20 and s["success_rate"] >= 0.9 and s["episode_length"] == 500
     assert "return_std" in s and (tmp_path / "eval_summary.json").is_file()
-    p = run_cli("ppo_robot.evaluate", f"checkpoint={trained['checkpoint']}", "episodes=10", "reality=configs/realities/latency_10ms.yaml", f"out_dir={tmp_path}", check=True)
+    p = run_cli(
+        "ppo_robot.evaluate",
+        f"checkpoint={trained['checkpoint']}",
+        "episodes=10",
+        "reality=configs/realities/latency_10ms.yaml",
+        f"out_dir={tmp_path}",
+        check=True,
+    )
     assert last_json(p.stdout)["reality"].endswith("latency_10ms.yaml")
 
 
@@ -72,7 +117,11 @@ def test_evaluate(trained, tmp_path):
     ],
 )
 def test_evaluate_bad_input(trained, args, expect):
-    base = [] if any(a.startswith("checkpoint=") for a in args) else [f"checkpoint={trained['checkpoint']}"]
+    base = (
+        []
+        if any(a.startswith("checkpoint=") for a in args)
+        else [f"checkpoint={trained['checkpoint']}"]
+    )
     p = run_cli("ppo_robot.evaluate", *base, *args)
     assert p.returncode == 2 and expect in p.stderr and "Traceback" not in p.stderr
 
@@ -106,7 +155,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"run_dir={tmp_path}/r", "total_steps=200000", "eval_every=2", "eval_episodes=4", "env.num_envs=32", "progress=false"])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"run_dir={tmp_path}/r",
+                "total_steps=200000",
+                "eval_every=2",
+                "eval_episodes=4",
+                "env.num_envs=32",
+                "progress=false",
+            ],
+        )
     with pytest.raises(RunFault, match="non-finite loss"):
         train(cfg)
     ck = torch.load(tmp_path / "r/checkpoints/last.pt", weights_only=False)
