@@ -49,16 +49,28 @@ def deploy(cfg: Any) -> dict[str, Any]:
     if cfg.duration_s is None or cfg.duration_s <= 0:
         raise UserError(f"duration_s must be > 0, got {cfg.duration_s}")
     # ---- policy and robot spec: everything checkable before touching the port
+    policy = None
+    if cfg.source == "policy":
+        if not cfg.policy:
+            raise UserError("policy: give policy=PATH (or source=playback / source=excitation)")
+        try:
+            policy = OnnxPolicy(cfg.policy)
+        except PolicyError as e:
+            raise UserError(str(e)) from None
+        robot = policy.info.robot
+        rate_hz = float(cfg.rate_hz) if cfg.rate_hz else policy.info.control_hz
+    else:
+        robot = cfg.robot or _playback_robot(cfg)
+        if not robot:
+            raise UserError(f"robot: give robot=NAME with source={cfg.source}")
+        rate_hz = float(cfg.rate_hz) if cfg.rate_hz else 0.0
     try:
-        policy = OnnxPolicy(cfg.policy)
-    except PolicyError as e:
-        raise UserError(str(e)) from None
-    rate_hz = float(cfg.rate_hz) if cfg.rate_hz else policy.info.control_hz
-    if rate_hz <= 0:
-        raise UserError(f"rate_hz must be > 0, got {rate_hz}")
-    try:
-        spec = get_robot(policy.info.robot, rate_hz)
-        policy.check(spec)
+        spec = get_robot(robot, rate_hz or None)
+        rate_hz = rate_hz or spec.control_hz
+        if rate_hz <= 0:
+            raise UserError(f"rate_hz must be > 0, got {rate_hz}")
+        if policy is not None:
+            policy.check(spec)
     except (SpecError, PolicyError) as e:
         raise UserError(str(e)) from None
     sc = SafetyConfig(**OmegaConf.to_container(cfg.safety, resolve=True))
@@ -93,6 +105,18 @@ def deploy(cfg: Any) -> dict[str, Any]:
         link.close()
 
 
+def _playback_robot(cfg) -> str | None:
+    """The robot a playback log was recorded on (so robot= may be left out)."""
+    if cfg.source != "playback" or not cfg.log:
+        return None
+    from firmware_bridge.rollout_log import LogError, read_log
+
+    try:
+        return read_log(cfg.log).run.get("robot")
+    except LogError as e:
+        raise UserError(str(e)) from None
+
+
 def _make_source(cfg, spec, policy):
     """The command source: the ONNX policy (other sources: firmware_bridge/sources.py)."""
     if cfg.source == "policy":
@@ -114,9 +138,9 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
     metadata = {
         "robot": spec.name,
         "robot_layout": spec.layout(),
-        "policy_path": str(Path(cfg.policy).resolve()),
-        "policy_sha256": policy.sha256,
-        "policy_metadata": policy.info.meta,
+        "policy_path": str(Path(cfg.policy).resolve()) if policy else None,
+        "policy_sha256": policy.sha256 if policy else None,
+        "policy_metadata": policy.info.meta if policy else None,
         "rate_hz": rate_hz,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "controller": {
@@ -163,6 +187,7 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         spin_us=float(cfg.spin_us),
         boot_id=sess.info.boot_id,
         status=status,
+        prime=bool(cfg.prime),
     )
     signals = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
     previous = {

@@ -11,7 +11,9 @@ Run metadata (MCAP metadata record "run"): policy file hash and metadata, robot 
 config, host, command source, format version.
 
 A background thread writes from a bounded queue, so logging never stalls the control loop;
-a full queue is counted (`dropped`) and reported, never silent. Messages are written
+a full queue is counted (`dropped`) and reported, never silent. The queue is a plain deque
+that the writer drains on its own schedule (every `flush_s / 2`): a put wakes no thread,
+so the loop is never made to hand the interpreter lock to the writer mid-tick. Messages are written
 unchunked and the file is flushed at least every `flush_s` (default 50 ms), so a killed
 process leaves a file readable up to its last flush; `read_log` reads such a file.
 """
@@ -21,9 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,11 +110,13 @@ class RolloutLog:
         meta = {"format": FORMAT, **{k: _as_text(v) for k, v in metadata.items()}}
         self._w.add_metadata("run", meta)
         self._f.flush()
-        self._q: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._q: deque = deque()
+        self._max = queue_size
         self.flush_s = flush_s
         self.dropped = 0
         self.written = 0
         self._closed = False
+        self._stop = threading.Event()
         self._t0 = time.monotonic_ns()
         self._thread = threading.Thread(target=self._run, name="rollout-log", daemon=True)
         self._thread.start()
@@ -121,10 +125,10 @@ class RolloutLog:
 
     def put(self, topic: str, t_ns: int, msg: dict[str, Any]) -> None:
         """Queue one message; never blocks. A full queue is counted in `dropped`."""
-        try:
-            self._q.put_nowait((topic, t_ns, msg))
-        except queue.Full:
+        if len(self._q) >= self._max:
             self.dropped += 1
+        else:
+            self._q.append((topic, t_ns, msg))
 
     def tick(
         self,
@@ -156,17 +160,17 @@ class RolloutLog:
                 timing,
             ),
         )
-        try:
-            self._q.put_nowait(item)
-        except queue.Full:
+        if len(self._q) >= self._max:
             self.dropped += 1
+        else:
+            self._q.append(item)
 
     def state(self, t_ns: int, tick: int, t_host: float, seq: int, msg: Any) -> None:
         """A received STATE (an immutable protocol.State), formatted by the writer thread."""
-        try:
-            self._q.put_nowait((_STATE, t_ns, (tick, t_host, seq, msg)))
-        except queue.Full:
+        if len(self._q) >= self._max:
             self.dropped += 1
+        else:
+            self._q.append((_STATE, t_ns, (tick, t_host, seq, msg)))
 
     def event(self, kind: str, message: str, t_host: float | None = None) -> None:
         now = time.monotonic_ns()
@@ -176,37 +180,16 @@ class RolloutLog:
     # ------------------------------------------------------------ writer thread
 
     def _run(self) -> None:
-        last_flush = time.monotonic()
-        while True:
-            try:
-                item = self._q.get(timeout=self.flush_s)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                break
-            if item is not None:
-                self._write(item)
-                # Drain what is queued without waiting, then flush on schedule.
-                while time.monotonic() - last_flush < self.flush_s:
-                    try:
-                        nxt = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        self._q.put(_STOP)
-                        break
-                    self._write(nxt)
-            if time.monotonic() - last_flush >= self.flush_s:
-                self._f.flush()
-                last_flush = time.monotonic()
-        # drain the rest
-        while True:
-            try:
-                item = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                self._write(item)
+        while not self._stop.is_set():
+            self._stop.wait(self.flush_s / 2)
+            self._drain()
+            self._f.flush()
+        self._drain()
+
+    def _drain(self) -> None:
+        q = self._q
+        while q:
+            self._write(q.popleft())
 
     def _write(self, item: tuple[str, int, Any]) -> None:
         topic, t_ns, msg = item
@@ -253,7 +236,7 @@ class RolloutLog:
         if self._closed:
             return
         self._closed = True
-        self._q.put(_STOP)
+        self._stop.set()
         self._thread.join(timeout=10)
         if summary is not None:
             self._w.add_metadata("summary", {k: _as_text(v) for k, v in summary.items()})
@@ -269,7 +252,6 @@ class RolloutLog:
         self.close()
 
 
-_STOP = object()
 _TICK = "/tick"
 _STATE = "/state-raw"
 TIMING_FIELDS = (

@@ -43,16 +43,24 @@ class SafetyLayer:
         self.cfg = cfg
         self.last = self.safe.copy()
         self.out = self.safe.copy()
+        self._scratch = self.safe.copy()
         self.limited_ticks = 0
 
     def reset(self) -> None:
         self.last[:] = self.safe
 
-    def filter(self, action: np.ndarray, t_since_enable: float) -> tuple[np.ndarray, bool]:
-        """Policy output (command units) -> the command to send, and whether it was limited."""
+    def filter(
+        self, action: np.ndarray, t_since_enable: float, commit: bool = True
+    ) -> tuple[np.ndarray, bool]:
+        """Policy output (command units) -> the command to send, and whether it was limited.
+
+        `commit=False` computes the same into a scratch buffer and changes no state (the
+        loop uses it to warm the CPU caches before a deadline)."""
         if not np.all(np.isfinite(action)):
+            if not commit:
+                return self._scratch, False
             raise SafetyFault("nan", f"policy output is not finite: {np.asarray(action).tolist()}")
-        out = self.out
+        out = self.out if commit else self._scratch
         np.clip(action, self.low, self.high, out=out)
         cfg = self.cfg
         if cfg.soft_start_s > 0 and t_since_enable < cfg.soft_start_s:
@@ -66,7 +74,7 @@ class SafetyLayer:
         if cfg.max_delta is not None:
             np.clip(out, self.last - cfg.max_delta, self.last + cfg.max_delta, out=out)
         limited = bool(np.any(out != action))
-        if limited:
-            self.limited_ticks += 1
-        self.last[:] = out
+        if commit:
+            self.limited_ticks += limited
+            self.last[:] = out
         return out, limited

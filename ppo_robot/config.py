@@ -195,8 +195,10 @@ class SafetySection:
 
 @dataclass
 class DeployConfig:
-    policy: str = "???"
-    """Exported ONNX policy."""
+    policy: str | None = None
+    """Exported ONNX policy (source=policy)."""
+    robot: str | None = None
+    """Robot spec for source=excitation (and playback, where the log names it)."""
     port: str = "???"
     """Serial device, pseudo-terminal, socket://host:port or loop://."""
     rate_hz: float | None = None
@@ -215,6 +217,8 @@ class DeployConfig:
     """Wait this long for ACK of ENABLE/DISABLE."""
     spin_us: float = 300.0
     """Spin (busy-wait) this long before each deadline, after sleeping."""
+    prime: bool = True
+    """Run the pure tick stages once before each deadline to warm the CPU caches."""
     status: bool = True
     """Live status line on stderr."""
     source: str = "policy"

@@ -1,0 +1,174 @@
+"""Command sources for deploy other than the policy: playback of a logged run, and
+excitation signals for identifying the real robot (chirp, steps, PRBS, multisine).
+
+A source is a function (obs, sensors, tick) -> command in actuator units. Every source goes
+through the same fixed-rate loop, safety layer, handshake checks and MCAP log as the policy;
+the log records which source drove the run. Anything that would exceed the actuator limits
+is refused before enable, naming the limit (never silently clipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppo_robot.cli import UserError
+
+Source = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+SIGNALS = ("chirp", "steps", "prbs", "multisine")
+
+
+@dataclass(frozen=True)
+class Excitation:
+    signal: str = "chirp"
+    """chirp (linear frequency sweep), steps (random levels), prbs (pseudo-random binary
+    sequence) or multisine (Schroeder-phased sum of sines)."""
+    amplitude: float = 3.0
+    """Peak deviation from the offset, in the actuator's units."""
+    offset: float = 0.0
+    """Centre of the signal, in the actuator's units."""
+    f0_hz: float = 0.2
+    """Lowest frequency (chirp start, multisine lowest)."""
+    f1_hz: float = 5.0
+    """Highest frequency (chirp end, multisine highest)."""
+    hold_s: float = 0.25
+    """Level duration for steps; bit duration for prbs."""
+    n_sines: int = 12
+    """Number of sines in a multisine."""
+    actuator: int = 0
+    """Which actuator is excited; the others hold their safe command."""
+    seed: int = 0
+    """Seed of random levels (steps) and of the PRBS register."""
+
+
+def excitation_signal(ex: Excitation, rate_hz: float, duration_s: float) -> np.ndarray:
+    """The whole signal, one value per tick, in actuator units (offset included)."""
+    n = int(round(duration_s * rate_hz))
+    t = np.arange(n) / rate_hz
+    a = ex.amplitude
+    if ex.signal == "chirp":
+        T = max(duration_s, 1e-9)
+        phase = 2 * np.pi * (ex.f0_hz * t + (ex.f1_hz - ex.f0_hz) * t**2 / (2 * T))
+        u = a * np.sin(phase)
+    elif ex.signal == "steps":
+        rng = np.random.default_rng(ex.seed)
+        k = np.floor(t / ex.hold_s).astype(int)
+        levels = rng.uniform(-a, a, k.max() + 1 if n else 1)
+        u = levels[k] if n else np.zeros(0)
+    elif ex.signal == "prbs":
+        from scipy.signal import max_len_seq
+
+        k = np.floor(t / ex.hold_s).astype(int)
+        nbits = max(4, int(np.ceil(np.log2(k.max() + 2))) if n else 4)
+        state = np.random.default_rng(ex.seed).integers(0, 2, nbits)
+        state[0] = 1  # a register of zeros never leaves zero
+        seq = max_len_seq(nbits, state=state)[0]
+        u = a * (2.0 * seq[k % seq.size] - 1.0) if n else np.zeros(0)
+    elif ex.signal == "multisine":
+        f = np.geomspace(ex.f0_hz, ex.f1_hz, ex.n_sines)
+        j = np.arange(1, ex.n_sines + 1)
+        phases = -np.pi * j * (j - 1) / ex.n_sines  # Schroeder: low crest factor
+        u = np.sin(2 * np.pi * f[None, :] * t[:, None] + phases[None, :]).sum(axis=1)
+        peak = np.max(np.abs(u)) if n else 1.0
+        u = a * u / peak
+    else:
+        raise UserError(f"excitation.signal: unknown '{ex.signal}' (one of {SIGNALS})")
+    return ex.offset + u
+
+
+def parse_excitation(cfg: Any) -> Excitation:
+    from omegaconf import OmegaConf
+
+    d = OmegaConf.to_container(cfg, resolve=True) if cfg is not None else {}
+    d = {k: v for k, v in (d or {}).items() if k != "name"}
+    unknown = set(d) - set(Excitation.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"excitation: unknown key '{sorted(unknown)[0]}'")
+    ex = Excitation(**d)
+    if ex.signal not in SIGNALS:
+        raise UserError(f"excitation.signal: unknown '{ex.signal}' (one of {SIGNALS})")
+    if ex.amplitude < 0:
+        raise UserError(f"excitation.amplitude must be >= 0, got {ex.amplitude}")
+    if not 0 < ex.f0_hz <= ex.f1_hz:
+        raise UserError(f"excitation: need 0 < f0_hz <= f1_hz, got {ex.f0_hz}, {ex.f1_hz}")
+    if ex.hold_s <= 0 or ex.n_sines < 1:
+        raise UserError("excitation: hold_s must be > 0 and n_sines >= 1")
+    return ex
+
+
+def _check_limits(spec, values: np.ndarray, what: str) -> None:
+    """Refuse (before enable) anything outside the actuator limits, naming the limit."""
+    for i, a in enumerate(spec.actuators):
+        col = values[:, i]
+        if col.size and (col.max() > a.high + 1e-9 or col.min() < a.low - 1e-9):
+            raise UserError(
+                f"{what} reaches [{col.min():.4g}, {col.max():.4g}] {a.unit} on actuator '{a.name}', "
+                f"outside its limits [{a.low:g}, {a.high:g}] {a.unit}; refused before enable"
+            )
+
+
+def make_source(cfg: Any, spec) -> tuple[Source, dict[str, Any]]:
+    """The source named by cfg.source, checked against the robot spec and its limits."""
+    rate = float(cfg.rate_hz or spec.control_hz)
+    n = spec.n_actuators
+    if cfg.source == "excitation":
+        ex = parse_excitation(cfg.excitation)
+        if not 0 <= ex.actuator < n:
+            raise UserError(
+                f"excitation.actuator={ex.actuator}: robot '{spec.name}' has {n} actuators"
+            )
+        sig = excitation_signal(ex, rate, float(cfg.duration_s))
+        table = np.tile(spec.safe_command, (sig.size, 1))
+        table[:, ex.actuator] = sig
+        _check_limits(spec, table, f"excitation '{ex.signal}'")
+        meta = {"source": "excitation", "excitation": ex.__dict__}
+    elif cfg.source == "playback":
+        table, meta = _playback_table(cfg, spec, rate)
+    else:
+        raise UserError(f"source: unknown '{cfg.source}' (policy, playback or excitation)")
+    out = np.zeros(n)
+    last = table.shape[0] - 1
+
+    def source(obs: np.ndarray, sensors: np.ndarray, tick: int) -> np.ndarray:
+        out[:] = table[min(tick, last)]
+        return out
+
+    return source, meta
+
+
+def _playback_table(cfg: Any, spec, rate: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """The logged commands resampled onto this run's ticks (zero-order hold at their
+    logged times relative to enable)."""
+    from firmware_bridge.rollout_log import LogError, read_log
+
+    if not cfg.log:
+        raise UserError("source=playback needs log=PATH")
+    try:
+        log = read_log(cfg.log)
+    except LogError as e:
+        raise UserError(str(e)) from None
+    run = log.run
+    if run.get("robot") != spec.name:
+        raise UserError(
+            f"playback log {cfg.log} is from robot '{run.get('robot')}', not '{spec.name}'"
+        )
+    cmds = log.topic("/command")
+    if not cmds:
+        raise UserError(f"playback log {cfg.log} has no commands")
+    values = np.array([c["values"] for c in cmds], dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != spec.n_actuators:
+        got = values.shape[1] if values.ndim == 2 else "?"
+        raise UserError(
+            f"playback log {cfg.log} has {got} actuators per command, robot '{spec.name}' has {spec.n_actuators}"
+        )
+    t_log = np.array([c["t_host"] for c in cmds])
+    n = int(round(float(cfg.duration_s) * rate))
+    t = np.arange(n) / rate
+    idx = np.clip(np.searchsorted(t_log, t + 1e-9, side="right") - 1, 0, len(t_log) - 1)
+    table = values[idx]
+    _check_limits(spec, table, f"playback log {Path(cfg.log).name}")
+    return table, {"source": "playback", "playback_log": str(Path(cfg.log).resolve())}
