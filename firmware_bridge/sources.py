@@ -56,13 +56,13 @@ def excitation_signal(ex: Excitation, rate_hz: float, duration_s: float) -> np.n
         u = a * np.sin(phase)
     elif ex.signal == "steps":
         rng = np.random.default_rng(ex.seed)
-        k = np.floor(t / ex.hold_s).astype(int)
+        k = np.floor(t / ex.hold_s + 1e-9).astype(int)
         levels = rng.uniform(-a, a, k.max() + 1 if n else 1)
         u = levels[k] if n else np.zeros(0)
     elif ex.signal == "prbs":
         from scipy.signal import max_len_seq
 
-        k = np.floor(t / ex.hold_s).astype(int)
+        k = np.floor(t / ex.hold_s + 1e-9).astype(int)
         nbits = max(4, int(np.ceil(np.log2(k.max() + 2))) if n else 4)
         state = np.random.default_rng(ex.seed).integers(0, 2, nbits)
         state[0] = 1  # a register of zeros never leaves zero
@@ -165,7 +165,9 @@ def _playback_table(cfg: Any, spec, rate: float) -> tuple[np.ndarray, dict[str, 
         raise UserError(
             f"playback log {cfg.log} has {got} actuators per command, robot '{spec.name}' has {spec.n_actuators}"
         )
-    t_log = np.array([c["t_host"] for c in cmds])
+    # Times relative to enable: each command's tick on the logged run's deadline grid.
+    logged_rate = float(run.get("rate_hz") or rate)
+    t_log = np.array([c["tick"] for c in cmds], dtype=np.float64) / logged_rate
     n = int(round(float(cfg.duration_s) * rate))
     t = np.arange(n) / rate
     idx = np.clip(np.searchsorted(t_log, t + 1e-9, side="right") - 1, 0, len(t_log) - 1)
