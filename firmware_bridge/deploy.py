@@ -131,7 +131,8 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
     from firmware_bridge.loop import ControlLoop
     from firmware_bridge.rollout_log import RolloutLog
     from firmware_bridge.safety import SafetyLayer
-    from firmware_bridge.session import HandshakeError, disable, enable, newest_state
+    from firmware_bridge.safety import SafetyFault
+    from firmware_bridge.session import HandshakeError, disable, enable, handshake, newest_state
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_path = Path(cfg.log_dir) / f"{stamp}-{spec.name}-{os.getpid()}.mcap"
@@ -198,6 +199,8 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
     sys.setswitchinterval(1e-4)  # the logger thread must not hold the GIL across a deadline
     res = None
     disabled = False
+    faults: list[dict[str, Any]] = []
+    recoveries = 0
     try:
         try:
             enable(link, float(cfg.ack_timeout_s))
@@ -208,6 +211,50 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         got = newest_state(link, sc.stale_state_ms / 1e3)
         first, first_seq = got if got is not None else (None, 0)
         res = loop.run(first, first_seq)
+        origin = loop.started_ns
+        # Recovery from a transient fault (a stalled or noisy line, a watchdog trip): the
+        # controller is already safe; disable, re-handshake, re-enable explicitly, go on.
+        while (
+            res.fault is not None
+            and res.fault.kind in TRANSIENT_FAULTS
+            and recoveries < int(cfg.recover.max)
+            and loop.n_ticks - res.ticks > 0
+        ):
+            recoveries += 1
+            faults.append({"kind": res.fault.kind, "message": str(res.fault), "recovered": True})
+            rlog.event("fault", f"{res.fault.kind}: {res.fault}")
+            disable(link, float(cfg.ack_timeout_s))
+            time.sleep(float(cfg.recover.backoff_s))
+            try:
+                again = handshake(
+                    link, spec, rate_hz, int(cfg.baud), float(cfg.handshake_timeout_s), False
+                )
+            except HandshakeError as e:
+                rlog.event("recover_failed", str(e))
+                break
+            if again.info.boot_id != sess.info.boot_id:
+                rlog.event("recover_failed", f"controller reset: boot id {again.info.boot_id:08x}")
+                res.fault = SafetyFault(
+                    "controller_reset", f"controller reset: boot id {again.info.boot_id:08x}"
+                )
+                break
+            try:
+                enable(link, float(cfg.ack_timeout_s))
+            except HandshakeError as e:
+                rlog.event("recover_failed", str(e))
+                break
+            rlog.event("recover", f"re-enabled after {res.fault.kind} (recovery {recoveries})")
+            safety.reset()
+            got = newest_state(link, sc.stale_state_ms / 1e3)
+            first, first_seq = got if got is not None else (None, 0)
+            more = loop.run(
+                first,
+                first_seq,
+                tick0=res.ticks,
+                origin_ns=origin,
+                n_ticks=loop.n_ticks - res.ticks,
+            )
+            res = _merge(res, more)
     finally:
         disabled = disable(link, float(cfg.ack_timeout_s))
         sys.setswitchinterval(interval)
@@ -218,9 +265,8 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
             rlog.close()
     if cfg.status:
         print(file=sys.stderr)
-    faults = []
     if res.fault is not None:
-        faults.append({"kind": res.fault.kind, "message": str(res.fault)})
+        faults.append({"kind": res.fault.kind, "message": str(res.fault), "recovered": False})
         rlog.event("fault", f"{res.fault.kind}: {res.fault}")
     rlog.event("disable", "DISABLE confirmed" if disabled else "DISABLE not confirmed")
     success = None
@@ -246,6 +292,7 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         },
         "limited_ticks": res.limited_ticks,
         "faults": faults,
+        "recoveries": recoveries,
         "stopped_by": res.stopped_by,
         "disable_confirmed": disabled,
         "log_dropped": rlog.dropped,
@@ -264,6 +311,28 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         sys.stdout.flush()
         sys.exit(130 if res.stopped_by == "SIGINT" else 143)
     return summary
+
+
+TRANSIENT_FAULTS = ("stale_state", "controller_watchdog", "overrun")
+"""Faults a re-handshake can clear (`recover.max` > 0); all others end the run."""
+
+
+def _merge(a, b):
+    """Concatenate the figures of two loop runs (before and after a recovery)."""
+    from firmware_bridge.loop import LoopResult
+
+    return LoopResult(
+        ticks=a.ticks + b.ticks,
+        missed_deadlines=a.missed_deadlines + b.missed_deadlines,
+        period_error_us=np.concatenate([a.period_error_us, b.period_error_us]),
+        compute_us=np.concatenate([a.compute_us, b.compute_us]),
+        state_age_ms=np.concatenate([a.state_age_ms, b.state_age_ms]),
+        states_received=a.states_received + b.states_received,
+        limited_ticks=a.limited_ticks + b.limited_ticks,
+        fault=b.fault,
+        stopped_by=b.stopped_by,
+        sensors=np.concatenate([a.sensors, b.sensors]),
+    )
 
 
 def main() -> None:

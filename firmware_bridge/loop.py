@@ -78,11 +78,20 @@ class ControlLoop:
     def _log_state(self, tick: int, t_host: float, seq: int, msg: State) -> None:
         self.rlog.state(time.monotonic_ns(), tick, t_host, seq, msg)
 
-    def run(self, first: State | None = None, first_seq: int = 0) -> LoopResult:
+    def run(
+        self,
+        first: State | None = None,
+        first_seq: int = 0,
+        tick0: int = 0,
+        origin_ns: int | None = None,
+        n_ticks: int | None = None,
+    ) -> LoopResult:
         """Run until the duration, a stop request or a fault. `first`: the newest STATE
-        seen before the loop started (taken as received at the start)."""
+        seen before the loop started (taken as received at the start). A run resumed after
+        a recovery passes `tick0` and `origin_ns` (the first run's start on `clock`), so
+        tick numbers and host times in the log continue, and the ticks left in `n_ticks`."""
         spec, link, rlog = self.spec, self.link, self.rlog
-        n = self.n_ticks
+        n = self.n_ticks if n_ticks is None else n_ticks
         period_err = np.zeros(n)
         compute = np.zeros(n)
         age = np.full(n, np.nan)
@@ -95,12 +104,14 @@ class ControlLoop:
         offset_ns: float | None = None  # min over STATEs of (host receive - controller time)
         overruns = 0
         t_start = self.clock()
+        self.started_ns = t_start
+        origin = t_start if origin_ns is None else origin_ns
         state_host_ns = t_start
         deadline = t_start
         next_status = t_start + self.status_every_ns
         tick = 0
         if first is not None:
-            self._log_state(0, 0.0, first_seq, first)
+            self._log_state(tick0, (t_start - origin) / 1e9, first_seq, first)
         try:
             while tick < n:
                 if self.stop_requested:
@@ -124,7 +135,7 @@ class ControlLoop:
                     pass
                 t0 = self.clock()
                 period_err[tick] = (t0 - deadline) / 1e3
-                t_host = (t0 - t_start) / 1e9
+                t_host = (t0 - origin) / 1e9
 
                 # ---- read: newest STATE, faults, resets
                 for seq, msg in link.poll():
@@ -139,7 +150,7 @@ class ControlLoop:
                         res.states_received += 1
                         d = t0 - msg.t_us * 1000
                         offset_ns = d if offset_ns is None else min(offset_ns, d)
-                        self._log_state(tick, t_host, seq, msg)
+                        self._log_state(tick0 + tick, t_host, seq, msg)
                     elif isinstance(msg, Fault):
                         code = (
                             FaultCode(msg.code).name
@@ -189,7 +200,7 @@ class ControlLoop:
                 missed = t5 > next_deadline or period_err[tick] > self.period_ns / 2e3
                 rlog.tick(
                     time.monotonic_ns(),
-                    tick,
+                    tick0 + tick,
                     t_host,
                     obs,
                     np.asarray(action),
@@ -198,7 +209,7 @@ class ControlLoop:
                     state_seq,
                     limited,
                     (
-                        (deadline - t_start) / 1e9,
+                        (deadline - origin) / 1e9,
                         float(period_err[tick]),
                         float(age[tick]),
                         float(compute[tick]),

@@ -194,6 +194,15 @@ class SafetySection:
 
 
 @dataclass
+class RecoverSection:
+    max: int = 0
+    """Recoveries allowed per run from a transient fault (stale state, watchdog, overrun):
+    disable, re-handshake, explicit re-enable. 0 = any fault ends the run."""
+    backoff_s: float = 0.2
+    """Wait this long before the re-handshake."""
+
+
+@dataclass
 class DeployConfig:
     policy: str | None = None
     """Exported ONNX policy (source=policy)."""
@@ -225,6 +234,8 @@ class DeployConfig:
     """Command source: policy, playback or excitation."""
     safety: SafetySection = field(default_factory=SafetySection)
     """Host safety layer."""
+    recover: RecoverSection = field(default_factory=RecoverSection)
+    """Recovery from transient link faults."""
     log: str | None = None
     """Playback source: the log whose commands are replayed."""
     excitation: Any = None
