@@ -30,7 +30,13 @@ def main() -> None:
             run_dir = Path(d) / f"s{seed}"
             t = cli("ppo_robot.train", f"run_dir={run_dir}", f"seed={seed}", "progress=false")
             ev = {
-                r: cli("ppo_robot.evaluate", f"checkpoint={t['checkpoint']}", "episodes=100", f"randomization={r}", f"out_dir={run_dir}")
+                r: cli(
+                    "ppo_robot.evaluate",
+                    f"checkpoint={t['checkpoint']}",
+                    "episodes=100",
+                    f"randomization={r}",
+                    f"out_dir={run_dir}",
+                )
                 for r in ("none", "default")
             }
             rows = list(csv.DictReader((run_dir / "metrics.csv").read_text().splitlines()))
