@@ -1,10 +1,14 @@
 """The batched MuJoCo engine: N envs stepped together in MuJoCo's own C threads.
 
 Each env has its own `MjModel` copy (so per-env domain randomization costs nothing extra
-at step time); physics for the whole batch advances in one call to `mujoco.rollout` per
-control step. Observations, rewards, terminations and truncations are computed vectorized
-over the batch; Python does per-batch work, never per-env or per-substep work, except at
-resets (one `mj_forward` per reset env, to read its first sensors).
+at step time); physics for the whole batch advances in one rollout call per control step:
+`mujoco.batch.Batch.rollout` (MuJoCo's threaded batch, run on our per-env models), which
+works as `mujoco.rollout` does but keeps each env's whole integration state between calls,
+the constraint solver's warmstart included, so that an env's trajectory is bit-identical to
+stepping one MjData (as Gymnasium does). Observations, rewards, terminations and
+truncations are computed vectorized over the batch; Python does per-batch work, never
+per-env or per-substep work, except at resets (one `mj_forward` per reset env, to read its
+first sensors).
 
 Exposes Gymnasium's `VectorEnv` interface with same-step autoreset: when an episode ends,
 the returned observation is the first of the next episode and `info["final_obs"]` holds the
@@ -17,7 +21,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
-from mujoco import rollout
+from mujoco.batch import Batch
 
 from envs.randomization import Binder, Randomization
 from envs.task import StepView, Task
@@ -25,10 +29,11 @@ from envs.task import StepView, Task
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 _CTRL = mujoco.mjtState.mjSTATE_CTRL
 _XFRC = mujoco.mjtState.mjSTATE_XFRC_APPLIED
+_ROW = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
 class BatchedEnv(VectorEnv):
-    """`num_envs` copies of a task, one MjModel each, stepped by `mujoco.rollout`."""
+    """`num_envs` copies of a task, one MjModel each, stepped by one batched rollout a step."""
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
@@ -48,9 +53,13 @@ class BatchedEnv(VectorEnv):
         task.bind(self.nominal)
         self.models = [_copy_model(self.nominal) for _ in range(n)]
         self.nthread = max(1, int(nthread))
-        self._datas = [mujoco.MjData(self.nominal) for _ in range(self.nthread)]
         self._scratch = mujoco.MjData(self.nominal)
-        self._runner = rollout.Rollout(nthread=self.nthread) if self.nthread > 1 else None
+        # The batch's rows are each env's whole integration state (mjSTATE_INTEGRATION): the
+        # physics state of `self.state` plus what mujoco.rollout would drop between calls,
+        # above all the constraint solver's warmstart (qacc_warmstart). Without it every
+        # control step would start the solver cold and drift from a single MjData's run.
+        self._batch: Batch | None = Batch(self.nominal, n, nthread=self.nthread)
+        self._batch.set_models(self.models)
         self.substeps = task.n_substeps(self.nominal)
         self.dt = self.substeps * self.nominal.opt.timestep
         self.rand = randomization or Randomization()
@@ -61,6 +70,10 @@ class BatchedEnv(VectorEnv):
         m = self.nominal
         self.nq, self.nv, self.nu = m.nq, m.nv, m.nu
         self.nstate = mujoco.mj_stateSize(m, _FULL)
+        self._row_full = _columns(m, _FULL, _ROW)
+        ws = _columns(m, mujoco.mjtState.mjSTATE_WARMSTART, _ROW)
+        self.warmstart = self._batch.state[:, ws]
+        """(N, nv) each env's qacc_warmstart (a view into the batch's state rows)."""
         self._qpos_at = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_TIME)
         self._qvel_at = self._qpos_at + self.nq
         self.pushes = self.rand.push_prob > 0
@@ -72,6 +85,16 @@ class BatchedEnv(VectorEnv):
         self.state = np.zeros((n, self.nstate))
         self._out_state = np.zeros((n, S, self.nstate))
         self._out_sens = np.zeros((n, S, m.nsensordata))
+        self._records: dict = {_FULL: self._out_state}
+        if m.nsensordata:
+            self._records["sensordata"] = self._out_sens
+        # MjData fields the task reads after a step, recorded after each physics step.
+        probe = mujoco.MjData(m)
+        like = {f: getattr(probe, f) for f in task.data_fields}
+        self.fields = {f: np.zeros((n, *a.shape), a.dtype) for f, a in like.items()}
+        """Task's `data_fields` after the last physics step, (N, ...) each."""
+        for f, a in like.items():
+            self._records[f] = np.zeros((n, S, *a.shape), a.dtype)
         self._control = np.zeros((n, S, self.ncontrol))
         self._qpos_prev = np.zeros((n, self.nq))
         self.sensordata = np.zeros((n, m.nsensordata))
@@ -107,7 +130,9 @@ class BatchedEnv(VectorEnv):
         )
         self._arange = np.arange(n)
         self._rng = np.random.default_rng(seed)
-        self._safe_ctrl = np.clip(task.ctrl(np.zeros((1, task.act_dim)))[0], self.ctrl_low, self.ctrl_high)
+        self._safe_ctrl = np.clip(
+            task.ctrl(np.zeros((1, task.act_dim)))[0], self.ctrl_low, self.ctrl_high
+        )
         self.obs = np.zeros((n, task.obs_dim))
 
     # ---------------------------------------------------------------- gymnasium API
@@ -119,7 +144,7 @@ class BatchedEnv(VectorEnv):
         return self.obs.copy(), {}
 
     def step(self, actions: np.ndarray):
-        task, n, S = self.task, self.num_envs, self.substeps
+        task = self.task
         action = np.clip(np.asarray(actions, dtype=np.float64), task.action_low, task.action_high)
         ctrl = task.ctrl(action)
         cmd = ctrl
@@ -161,38 +186,27 @@ class BatchedEnv(VectorEnv):
         return self.obs.copy(), reward, terminated, truncated, info
 
     def close(self, **kwargs) -> None:
-        if self._runner is not None:
-            self._runner.close()
-            self._runner = None
+        self._batch = None  # its threads stop when it is freed
 
     # ---------------------------------------------------------------- internals
 
     def _rollout(self) -> None:
-        models = self.models
-        if self._runner is not None:
-            self._runner.rollout(
-                models,
-                self._datas,
-                self.state,
-                self._control,
-                control_spec=self.control_spec,
-                skip_checks=True,
-                nstep=self.substeps,
-                state=self._out_state,
-                sensordata=self._out_sens,
-            )
-        else:
-            rollout.rollout(
-                models,
-                self._datas[0],
-                self.state,
-                self._control,
-                control_spec=self.control_spec,
-                skip_checks=True,
-                nstep=self.substeps,
-                state=self._out_state,
-                sensordata=self._out_sens,
-            )
+        """Advance every env one control step from `self.state`; outputs in the records."""
+        b = self._batch
+        if b is None:
+            raise RuntimeError("step() after close()")
+        # `self.state` is the step's initial physics state, as it was for mujoco.rollout
+        # (a no-op copy unless someone set it); warmstart, ctrl and the rest stay in the row.
+        b.state[:, self._row_full] = self.state
+        b.rollout(
+            self.substeps,
+            self._control,
+            control_spec=self.control_spec,
+            record=tuple(self._records),
+            out=self._records,
+        )
+        for f, buf in self.fields.items():
+            buf[:] = self._records[f][:, -1]
 
     def _write_controls(self, cmd: np.ndarray) -> None:
         """Fill the (N, substeps, ncontrol) control array, applying latency and pushes."""
@@ -226,7 +240,9 @@ class BatchedEnv(VectorEnv):
             return None
         noise = None
         if self.obs_noise_std.any():
-            noise = self._rng.normal(0.0, 1.0, (ids.size, self.obs_noise_std.size)) * self.obs_noise_std
+            noise = (
+                self._rng.normal(0.0, 1.0, (ids.size, self.obs_noise_std.size)) * self.obs_noise_std
+            )
         res = self.base_resolution * self.res_scale[ids]
         return self.task.sensors(self.sensordata[ids], noise, self.sensor_bias[ids], res)
 
@@ -239,6 +255,7 @@ class BatchedEnv(VectorEnv):
             sensors=sensors,
             action=action,
             ctrl=ctrl,
+            fields=self.fields,
         )
 
     def _reset_envs(self, ids: np.ndarray) -> None:
@@ -262,7 +279,14 @@ class BatchedEnv(VectorEnv):
             d.qvel[:] = qvel[row]
             mujoco.mj_forward(self.models[i], d)
             mujoco.mj_getState(self.models[i], d, self.state[i], _FULL)
+            # The whole row, so the episode starts with the warmstart of this mj_forward (as
+            # a Gymnasium reset does) and with cleared controls and applied forces.
+            mujoco.mj_getState(self.models[i], d, self._batch.state[i], _ROW)
             self.sensordata[i] = d.sensordata
+            for f, buf in self.fields.items():
+                buf[i] = getattr(d, f)
+        if self.binder is not None:
+            self._batch.set_models(self.models)  # the batch reads edited models anew
         self._hist[:, ids] = self._safe_ctrl
         self.steps[ids] = 0
         self.returns[ids] = 0.0
@@ -276,6 +300,7 @@ class BatchedEnv(VectorEnv):
             sensors=sensors,
             action=np.zeros((ids.size, task.act_dim)),
             ctrl=np.zeros((ids.size, self.nu)),
+            fields={f: buf[ids] for f, buf in self.fields.items()},
         )
         self.obs[ids] = task.observe(view)
 
@@ -284,3 +309,24 @@ def _copy_model(m: mujoco.MjModel) -> mujoco.MjModel:
     import copy
 
     return copy.copy(m)
+
+
+def _columns(m: mujoco.MjModel, part: int, whole: int) -> slice | np.ndarray:
+    """Columns of state vector `whole` that hold the components of `part` (a subset of it).
+
+    Components are laid out in mjtState bit order (mj_getState); a slice where contiguous.
+    """
+    cols, at = [], 0
+    for k in range(int(mujoco.mjtState.mjNSTATE)):
+        bit = 1 << k
+        if not whole & bit:
+            continue
+        size = mujoco.mj_stateSize(m, bit)
+        if part & bit:
+            cols.extend(range(at, at + size))
+        at += size
+    idx = np.array(cols, dtype=np.int64)
+    if idx.size == 0 or np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        start = int(idx[0]) if idx.size else 0
+        return slice(start, start + idx.size)
+    return idx

@@ -8,7 +8,7 @@ methods work on whole batches: arrays with a leading env axis.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mujoco
 import numpy as np
@@ -34,6 +34,9 @@ class StepView:
     """(N, act_dim) the policy action, clipped to the action space."""
     ctrl: np.ndarray
     """(N, nu) the control written to MuJoCo (before latency and noise)."""
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
+    """The task's `data_fields`, (N, ...) each, as MjData holds them after the last physics
+    step (like sensordata: computed at the start of that step, or at the last RK4 stage)."""
 
 
 class Task(ABC):
@@ -47,6 +50,8 @@ class Task(ABC):
     action_high: np.ndarray
     sensor_names: tuple[str, ...] = ()
     has_success: bool = False
+    data_fields: tuple[str, ...] = ()
+    """MjData fields (float arrays, e.g. 'site_xpos') the task reads from `StepView.fields`."""
 
     @abstractmethod
     def load_model(self) -> mujoco.MjModel: ...
