@@ -188,6 +188,60 @@ class BatchedEnv(VectorEnv):
     def close(self, **kwargs) -> None:
         self._batch = None  # its threads stop when it is freed
 
+    # ---------------------------------------------------------------- resume
+
+    _SNAPSHOT = (
+        "state",
+        "_qpos_prev",
+        "sensordata",
+        "steps",
+        "returns",
+        "_hist",
+        "latency_steps",
+        "latency_sub",
+        "sensor_bias",
+        "res_scale",
+        "obs",
+    )
+
+    def snapshot(self) -> dict:
+        """Everything a later `restore` needs to continue bit for bit: physics rows
+        (warmstart included), episode counters, latency history, randomized model values,
+        the generator."""
+        d = {k: getattr(self, k).copy() for k in self._SNAPSHOT}
+        d["batch_state"] = self._batch.state.copy()
+        d["fields"] = {f: b.copy() for f, b in self.fields.items()}
+        d["trace"] = None if self._trace is None else self._trace.copy()
+        d["cursor"] = self._cursor
+        d["rng"] = self._rng.bit_generator.state
+        if self.binder is not None:
+            d["models"] = [
+                [np.array(getattr(m, b.attr)[b.rows]) for b in self.binder.bound]
+                + [np.array(m.opt.gravity)]
+                for m in self.models
+            ]
+        return d
+
+    def restore(self, d: dict) -> None:
+        if d["state"].shape != self.state.shape:
+            raise ValueError("snapshot is of another env batch (num_envs or model differ)")
+        for k in self._SNAPSHOT:
+            getattr(self, k)[...] = d[k]
+        self._batch.state[...] = d["batch_state"]
+        for f, b in self.fields.items():
+            b[...] = d["fields"][f]
+        if self._trace is not None and d["trace"] is not None:
+            self._trace[...] = d["trace"]
+        self._cursor = d["cursor"]
+        self._rng.bit_generator.state = d["rng"]
+        if self.binder is not None and "models" in d:
+            for m, vals in zip(self.models, d["models"], strict=True):
+                for b, v in zip(self.binder.bound, vals[:-1], strict=True):
+                    arr = getattr(m, b.attr)
+                    arr[b.rows] = v
+                m.opt.gravity[:] = vals[-1]
+            self._batch.set_models(self.models)
+
     # ---------------------------------------------------------------- internals
 
     def _rollout(self) -> None:

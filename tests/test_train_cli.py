@@ -173,3 +173,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in ck["actor"].values() if v.is_floating_point())
     s = json.loads((tmp_path / "r/summary.json").read_text())
     assert s["status"].startswith("stopped: non-finite loss")
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    """4 updates, then resume to 8 == 8 updates straight (envs, RNGs, optimizer, normalizer)."""
+    common = ["env.num_envs=32", "ppo.n_steps=16", "eval_every=4", "eval_episodes=4", "progress=false", "seed=3"]
+    batch = 32 * 16
+    run_cli("ppo_robot.train", f"run_dir={tmp_path}/straight", f"total_steps={8 * batch}", *common, check=True, timeout=300)
+    run_cli("ppo_robot.train", f"run_dir={tmp_path}/first", f"total_steps={4 * batch}", *common, check=True, timeout=300)
+    p = run_cli(
+        "ppo_robot.train", f"run_dir={tmp_path}/resumed", f"total_steps={8 * batch}",
+        f"resume={tmp_path}/first/checkpoints/last.pt", *common, check=True, timeout=300,
+    )
+    assert last_json(p.stdout)["total_steps"] == 8 * batch
+    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=False)
+    for k, v in a["actor"].items():
+        assert torch.equal(v, b["actor"][k]), k
+    assert a["train"]["ppo"]["lr"] == b["train"]["ppo"]["lr"]
