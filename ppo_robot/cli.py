@@ -72,14 +72,44 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+_FLAGS_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
+
+
 def _validation_args(argv: list[str]) -> list[str]:
     """Overrides for a trial composition: flags dropped, sweeps reduced to their first value."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    args = [a for a in argv if not a.startswith("-")]
+    args = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a.startswith("-"):
+            # Hydra's flags that take a value as the next word
+            skip = a in _FLAGS_WITH_VALUE and "=" not in a
+        else:
+            args.append(a)
     if not args:
         return []
-    parsed = OverridesParser.create().parse_overrides(args)
+    parser = OverridesParser.create()
+    parsed = []
+    for a in args:  # one at a time, so that an unparseable override is named
+        try:
+            parsed.extend(parser.parse_overrides([a]))
+        except Exception as e:  # hydra's OverrideParseException and kin
+            raise ValueError(f"cannot parse override '{a}': {one_line(e)}") from None
     out = []
     for o, raw in zip(parsed, args, strict=True):
         if o.is_sweep_override():
