@@ -124,3 +124,12 @@ def test_corrupt_onnx_refused(tmp_path):
     f.write_bytes(b"\x08\x01garbage")
     with pytest.raises(PolicyError):
         OnnxPolicy(f)
+
+
+def test_parity_failure_refuses_and_writes_nothing(tmp_path, trained):
+    out = tmp_path / "strict.onnx"
+    p = run_cli(
+        "export.onnx", f"checkpoint={trained['checkpoint']}", f"output={out}", "parity_tol=1e-15"
+    )
+    assert p.returncode == 2 and "parity check failed" in p.stderr and "parity_tol" in p.stderr
+    assert not out.exists() and not out.with_suffix(".json").exists()

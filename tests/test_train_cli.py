@@ -177,13 +177,39 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_resume_continues_bit_for_bit(tmp_path):
     """4 updates, then resume to 8 == 8 updates straight (envs, RNGs, optimizer, normalizer)."""
-    common = ["env.num_envs=32", "ppo.n_steps=16", "eval_every=4", "eval_episodes=4", "progress=false", "seed=3"]
+    common = [
+        "env.num_envs=32",
+        "ppo.n_steps=16",
+        "eval_every=4",
+        "eval_episodes=4",
+        "progress=false",
+        "seed=3",
+    ]
     batch = 32 * 16
-    run_cli("ppo_robot.train", f"run_dir={tmp_path}/straight", f"total_steps={8 * batch}", *common, check=True, timeout=300)
-    run_cli("ppo_robot.train", f"run_dir={tmp_path}/first", f"total_steps={4 * batch}", *common, check=True, timeout=300)
+    run_cli(
+        "ppo_robot.train",
+        f"run_dir={tmp_path}/straight",
+        f"total_steps={8 * batch}",
+        *common,
+        check=True,
+        timeout=300,
+    )
+    run_cli(
+        "ppo_robot.train",
+        f"run_dir={tmp_path}/first",
+        f"total_steps={4 * batch}",
+        *common,
+        check=True,
+        timeout=300,
+    )
     p = run_cli(
-        "ppo_robot.train", f"run_dir={tmp_path}/resumed", f"total_steps={8 * batch}",
-        f"resume={tmp_path}/first/checkpoints/last.pt", *common, check=True, timeout=300,
+        "ppo_robot.train",
+        f"run_dir={tmp_path}/resumed",
+        f"total_steps={8 * batch}",
+        f"resume={tmp_path}/first/checkpoints/last.pt",
+        *common,
+        check=True,
+        timeout=300,
     )
     assert last_json(p.stdout)["total_steps"] == 8 * batch
     a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=False)
@@ -191,3 +217,25 @@ def test_resume_continues_bit_for_bit(tmp_path):
     for k, v in a["actor"].items():
         assert torch.equal(v, b["actor"][k]), k
     assert a["train"]["ppo"]["lr"] == b["train"]["ppo"]["lr"]
+
+
+def test_multirun_sweeps_seeds(tmp_path):
+    p = run_cli(
+        "ppo_robot.train",
+        "-m",
+        "seed=0,1",
+        "total_steps=2048",
+        "env.num_envs=32",
+        "ppo.n_steps=16",
+        "eval_episodes=2",
+        "progress=false",
+        f"run_dir={tmp_path}/s${{seed}}",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        timeout=300,
+        check=True,
+    )
+    lines = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]
+    assert sorted(s["run_dir"] for s in lines) == [f"{tmp_path}/s0", f"{tmp_path}/s1"]
+    assert (tmp_path / "s0/checkpoints/last.pt").is_file() and (
+        tmp_path / "s1/checkpoints/last.pt"
+    ).is_file()
