@@ -59,7 +59,9 @@ def evaluate(cfg: Any) -> dict[str, Any]:
         from firmware_bridge.sim_log import write_sim_episode
 
         summary["log"] = str(
-            write_sim_episode(ck, actor, env_cfg, rand, int(cfg.seed), Path(cfg.log))
+            write_sim_episode(
+                ck, actor, env_cfg, rand, int(cfg.seed), Path(cfg.log), checkpoint=cfg.checkpoint
+            )
         )
     out_dir = cfg.out_dir or str(Path(cfg.checkpoint).resolve().parent)
     write_summary(summary, out_dir, name="eval_summary.json")
