@@ -37,6 +37,43 @@ def last_json(stdout: str) -> dict:
     return json.loads(lines[-1])
 
 
+FIT_TRUTH = {"pend_damping": 1.4, "coulomb": 0.7, "motor_gain": 0.75}
+"""A perturbed Furuta for identification tests: fit names -> true multipliers."""
+
+
+def write_truth_reality(path: Path) -> str:
+    """FIT_TRUTH as a reality YAML (back-EMF scales with the motor gain: both are kt/Rm)."""
+    import yaml
+
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "params": {
+                    "pend_damping": {
+                        "field": "dof_damping",
+                        "targets": ["pend_joint"],
+                        "value": 1.4,
+                    },
+                    "coulomb": {"field": "dof_frictionloss", "targets": ["*_joint"], "value": 0.7},
+                    "gain": {
+                        "field": "actuator_gainprm",
+                        "targets": ["motor"],
+                        "index": [0],
+                        "value": 0.75,
+                    },
+                    "emf": {
+                        "field": "actuator_biasprm",
+                        "targets": ["motor"],
+                        "index": [2],
+                        "value": 0.75,
+                    },
+                }
+            }
+        )
+    )
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> dict:
     """A Furuta policy trained (nominal dynamics) by `ppo_robot.train` and exported by

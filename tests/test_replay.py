@@ -14,17 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from envs.randomization import load, parse
 from envs.robots import get_robot
 from firmware_bridge import sysid
 from firmware_bridge.replay import fitted_reality, suggested_randomization
 from firmware_bridge.rollout_log import RolloutLog, read_log
-from tests.conftest import PY, ROOT, last_json, run_cli
+from tests.conftest import FIT_TRUTH, PY, ROOT, last_json, run_cli, write_truth_reality
 
 SENSORS = ["arm_angle", "pend_angle", "arm_velocity", "pend_velocity"]
-TRUTH = {"pend_damping": 1.4, "coulomb": 0.7, "motor_gain": 0.75}
+TRUTH = FIT_TRUTH
 
 
 def deploy(policy: str, port: str, log_dir: Path, seconds: float) -> dict:
@@ -101,33 +100,7 @@ def test_deploy_log_rechecks_policy_and_overlays_simulation(trained, sim_robot, 
 
 
 def test_fit_recovers_perturbed_model(trained, sim_robot, tmp_path):
-    truth = tmp_path / "truth.yaml"
-    truth.write_text(
-        yaml.safe_dump(
-            {
-                "params": {
-                    "pend_damping": {
-                        "field": "dof_damping",
-                        "targets": ["pend_joint"],
-                        "value": 1.4,
-                    },
-                    "coulomb": {"field": "dof_frictionloss", "targets": ["*_joint"], "value": 0.7},
-                    "gain": {
-                        "field": "actuator_gainprm",
-                        "targets": ["motor"],
-                        "index": [0],
-                        "value": 0.75,
-                    },
-                    "emf": {
-                        "field": "actuator_biasprm",
-                        "targets": ["motor"],
-                        "index": [2],
-                        "value": 0.75,
-                    },
-                }
-            }
-        )
-    )
+    truth = write_truth_reality(tmp_path / "truth.yaml")
     sim = sim_robot(f"reality={truth}", "reset_on_hello=true")
     logs = [deploy(trained["onnx"], sim.port, tmp_path / "logs", 4)["log"] for _ in range(2)]
     out = tmp_path / "fit"

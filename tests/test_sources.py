@@ -7,7 +7,7 @@ import pytest
 
 from firmware_bridge.rollout_log import RolloutLog, read_log
 from firmware_bridge.sources import Excitation, excitation_signal
-from tests.conftest import last_json, run_cli
+from tests.conftest import FIT_TRUTH, last_json, run_cli, write_truth_reality
 
 
 def test_excitation_signals():
@@ -129,46 +129,11 @@ def test_playback_reproduces_the_logged_run(sim_robot, tmp_path):
     assert rmse[0] < 0.05 and rmse[1] < 0.05  # angles, rad
 
 
-FIT_TRUTH = {"pend_damping": 1.4, "coulomb": 0.7, "motor_gain": 0.75}
-
-
-def _truth_yaml(path) -> str:
-    import yaml
-
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "params": {
-                    "pend_damping": {
-                        "field": "dof_damping",
-                        "targets": ["pend_joint"],
-                        "value": 1.4,
-                    },
-                    "coulomb": {"field": "dof_frictionloss", "targets": ["*_joint"], "value": 0.7},
-                    "gain": {
-                        "field": "actuator_gainprm",
-                        "targets": ["motor"],
-                        "index": [0],
-                        "value": 0.75,
-                    },
-                    "emf": {
-                        "field": "actuator_biasprm",
-                        "targets": ["motor"],
-                        "index": [2],
-                        "value": 0.75,
-                    },
-                }
-            }
-        )
-    )
-    return str(path)
-
-
 def test_fit_from_excitation_beats_policy_log(trained, sim_robot, tmp_path):
     """Identification: against a plant with 3 parameters changed by 25-40 %, a fit from an
     excitation log recovers them within 5 %, and better than a policy-driven log of the
     same length."""
-    truth = _truth_yaml(tmp_path / "truth.yaml")
+    truth = write_truth_reality(tmp_path / "truth.yaml")
     sim = sim_robot(f"reality={truth}", "reset_on_hello=true")
     common = [f"port={sim.port}", "duration_s=6", "status=false"]
     ex = last_json(
