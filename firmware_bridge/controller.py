@@ -75,6 +75,8 @@ class Controller:
         self.watchdog_trips = 0
         self.faults_raised = 0
         self.hellos = 0
+        self.on_apply: Callable[[int, np.ndarray], None] | None = None
+        """Called with (seq, values) of every COMMAND applied (sim_robot's applied_log)."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -133,6 +135,8 @@ class Controller:
             self.last_cmd_us = now_us
             self.last_cmd_seq = seq
             self.commands_applied += 1
+            if self.on_apply is not None:
+                self.on_apply(seq, v)
         elif isinstance(msg, Hello):
             self.hellos += 1
             if self.enabled:

@@ -128,10 +128,10 @@ def _make_source(cfg, spec, policy):
 
 
 def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dict[str, Any]:
+    from firmware_bridge.link import LinkError
     from firmware_bridge.loop import ControlLoop
     from firmware_bridge.rollout_log import RolloutLog
-    from firmware_bridge.safety import SafetyLayer
-    from firmware_bridge.safety import SafetyFault
+    from firmware_bridge.safety import SafetyFault, SafetyLayer
     from firmware_bridge.session import HandshakeError, disable, enable, handshake, newest_state
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -201,10 +201,12 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
     disabled = False
     faults: list[dict[str, Any]] = []
     recoveries = 0
+    attempts = 0
+    recorded = False  # res.fault already in `faults` and logged (a recovery that failed)
     try:
         try:
             enable(link, float(cfg.ack_timeout_s))
-        except HandshakeError as e:
+        except (HandshakeError, LinkError) as e:
             rlog.event("refused", str(e))
             raise UserError(str(e)) from None
         rlog.event("enable", f"enabled at {rate_hz:g} Hz")
@@ -217,35 +219,39 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         while (
             res.fault is not None
             and res.fault.kind in TRANSIENT_FAULTS
-            and recoveries < int(cfg.recover.max)
+            and attempts < int(cfg.recover.max)
             and loop.n_ticks - res.ticks > 0
         ):
-            recoveries += 1
-            faults.append({"kind": res.fault.kind, "message": str(res.fault), "recovered": True})
-            rlog.event("fault", f"{res.fault.kind}: {res.fault}")
+            attempts += 1
+            fault = res.fault
+            rlog.event("fault", f"{fault.kind}: {fault}")
             disable(link, float(cfg.ack_timeout_s))
             time.sleep(float(cfg.recover.backoff_s))
             try:
                 again = handshake(
                     link, spec, rate_hz, int(cfg.baud), float(cfg.handshake_timeout_s), False
                 )
-            except HandshakeError as e:
-                rlog.event("recover_failed", str(e))
+                if again.info.boot_id != sess.info.boot_id:
+                    why = (
+                        f"controller reset: boot id {again.info.boot_id:08x}, "
+                        f"was {sess.info.boot_id:08x}"
+                    )
+                    res.fault = SafetyFault("controller_reset", why)
+                else:
+                    why = None
+                    enable(link, float(cfg.ack_timeout_s))
+                    got = newest_state(link, sc.stale_state_ms / 1e3)
+            except (HandshakeError, LinkError) as e:
+                why = str(e)
+                recorded = True  # the run ends by the fault that could not be recovered
+            if why is not None:
+                rlog.event("recover_failed", why)
+                faults.append({"kind": fault.kind, "message": str(fault), "recovered": False})
                 break
-            if again.info.boot_id != sess.info.boot_id:
-                rlog.event("recover_failed", f"controller reset: boot id {again.info.boot_id:08x}")
-                res.fault = SafetyFault(
-                    "controller_reset", f"controller reset: boot id {again.info.boot_id:08x}"
-                )
-                break
-            try:
-                enable(link, float(cfg.ack_timeout_s))
-            except HandshakeError as e:
-                rlog.event("recover_failed", str(e))
-                break
-            rlog.event("recover", f"re-enabled after {res.fault.kind} (recovery {recoveries})")
+            recoveries += 1
+            faults.append({"kind": fault.kind, "message": str(fault), "recovered": True})
+            rlog.event("recover", f"re-enabled after {fault.kind} (recovery {recoveries})")
             safety.reset()
-            got = newest_state(link, sc.stale_state_ms / 1e3)
             first, first_seq = got if got is not None else (None, 0)
             more = loop.run(
                 first,
@@ -265,14 +271,28 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
             rlog.close()
     if cfg.status:
         print(file=sys.stderr)
-    if res.fault is not None:
+    if res.fault is not None and res.fault.kind == "stale_state":
+        res.fault = _reset_probe(link, sess.info.boot_id, res.fault)
+        recorded = recorded and res.fault.kind == "stale_state"
+    if res.fault is not None and not recorded:
         faults.append({"kind": res.fault.kind, "message": str(res.fault), "recovered": False})
         rlog.event("fault", f"{res.fault.kind}: {res.fault}")
+    stats = link.parser_stats
+    if stats.dropped_total or res.states_out_of_order:  # counted, never silent
+        kinds = ", ".join(
+            f"{k.removeprefix('dropped_')} {v}"
+            for k, v in stats.as_dict().items()
+            if k.startswith("dropped_") and k != "dropped_total" and v
+        )
+        rlog.event(
+            "link_errors",
+            f"{stats.dropped_total} frames dropped ({kinds or 'none'}), "
+            f"{res.states_out_of_order} STATEs out of order (ignored)",
+        )
     rlog.event("disable", "DISABLE confirmed" if disabled else "DISABLE not confirmed")
     success = None
     if res.ticks >= spec.episode_steps * rate_hz / spec.control_hz and rate_hz == spec.control_hz:
         success = bool(spec.success(res.sensors[None, : spec.episode_steps])[0])
-    stats = link.parser_stats
     summary = {
         "ticks": res.ticks,
         "rate_hz": rate_hz,
@@ -286,6 +306,7 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         "state_age_p50_ms": _pct(res.state_age_ms, 50),
         "state_age_p99_ms": _pct(res.state_age_ms, 99),
         "states_received": res.states_received,
+        "states_out_of_order": res.states_out_of_order,
         "dropped_frames": stats.dropped_total,
         "dropped_by_kind": {
             k: v for k, v in stats.as_dict().items() if k.startswith("dropped_") and v
@@ -313,6 +334,28 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
     return summary
 
 
+def _reset_probe(link, boot_id: int, fault):
+    """After the STATE stream stopped, ask the controller who it is (HELLO 0, which also
+    ends the stream): a new boot id means it reset mid-run. A controller streams only after
+    a HELLO, so a reset shows on the host as a silent line, not as a STATE seq going back."""
+    from firmware_bridge.link import LinkError
+    from firmware_bridge.protocol import Hello, Info
+    from firmware_bridge.safety import SafetyFault
+
+    try:
+        link.send(b"\x00")
+        link.send_message(Hello(0))
+        info = link.wait_for(lambda m: isinstance(m, Info), 0.3)
+    except LinkError:
+        return fault
+    if isinstance(info, Info) and info.boot_id != boot_id:
+        return SafetyFault(
+            "controller_reset",
+            f"controller reset: boot id {info.boot_id:08x}, was {boot_id:08x} ({fault})",
+        )
+    return fault
+
+
 TRANSIENT_FAULTS = ("stale_state", "controller_watchdog", "overrun")
 """Faults a re-handshake can clear (`recover.max` > 0); all others end the run."""
 
@@ -328,6 +371,7 @@ def _merge(a, b):
         compute_us=np.concatenate([a.compute_us, b.compute_us]),
         state_age_ms=np.concatenate([a.state_age_ms, b.state_age_ms]),
         states_received=a.states_received + b.states_received,
+        states_out_of_order=a.states_out_of_order + b.states_out_of_order,
         limited_ticks=a.limited_ticks + b.limited_ticks,
         fault=b.fault,
         stopped_by=b.stopped_by,

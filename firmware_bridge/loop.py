@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from firmware_bridge.link import LinkError
 from firmware_bridge.protocol import CommandEncoder, Fault, FaultCode, Info, State
 from firmware_bridge.safety import SafetyFault, SafetyLayer
 
 log = logging.getLogger(__name__)
+
+RESET_AFTER_OLD_STATES = 3
+"""This many STATEs in a row older than the newest one seen are a new stream: the controller
+reset. Fewer are frames the link duplicated, delayed or reordered; they are ignored."""
 
 
 @dataclass
@@ -31,6 +36,8 @@ class LoopResult:
     compute_us: np.ndarray = field(default_factory=lambda: np.zeros(0))
     state_age_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     states_received: int = 0
+    states_out_of_order: int = 0
+    """STATEs not newer than the newest one seen (duplicated, delayed, reordered): ignored."""
     limited_ticks: int = 0
     fault: SafetyFault | None = None
     stopped_by: str = "duration"
@@ -101,6 +108,7 @@ class ControlLoop:
         state: State | None = first
         state_seq = first_seq
         last_seq: int | None = first_seq if first is not None else None
+        behind = 0  # STATEs in a row older than the newest
         offset_ns: float | None = None  # min over STATEs of (host receive - controller time)
         overruns = 0
         t_start = self.clock()
@@ -140,11 +148,17 @@ class ControlLoop:
                 # ---- read: newest STATE, faults, resets
                 for seq, msg in link.poll():
                     if isinstance(msg, State):
-                        if last_seq is not None and seq < last_seq and last_seq - seq < 0x80000000:
-                            raise SafetyFault(
-                                "controller_reset",
-                                f"controller reset: STATE seq went back from {last_seq} to {seq}",
-                            )
+                        ahead = (seq - last_seq) & 0xFFFFFFFF if last_seq is not None else 1
+                        if ahead == 0 or ahead >= 0x80000000:  # not newer (seq wraps)
+                            res.states_out_of_order += 1
+                            behind = behind + 1 if ahead else behind
+                            if behind >= RESET_AFTER_OLD_STATES:
+                                raise SafetyFault(
+                                    "controller_reset",
+                                    f"controller reset: STATE seq went back from {last_seq} to {seq}",
+                                )
+                            continue
+                        behind = 0
                         last_seq = seq
                         state, state_seq, state_host_ns = msg, seq, t0
                         res.states_received += 1
@@ -248,6 +262,9 @@ class ControlLoop:
                     )
         except SafetyFault as f:
             res.fault = f
+            res.stopped_by = "fault"
+        except LinkError as e:  # the port went away (a pulled cable): the controller's
+            res.fault = SafetyFault("link_lost", str(e))  # watchdog makes it safe
             res.stopped_by = "fault"
         res.ticks = tick
         res.period_error_us = period_err[:tick]

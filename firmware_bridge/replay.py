@@ -65,6 +65,36 @@ def _logs(cfg: Any) -> list[Path]:
     return [Path(str(p)) for p in items]
 
 
+def _check_given_files(cfg: Any, run: dict[str, Any]) -> None:
+    """Files given on the command line must exist and load (else one line, exit 2, before
+    any output); files the log names but that are gone are reported in `missing` instead."""
+    from envs.robots import get_robot
+    from envs.spec import SpecError
+    from export.runtime import OnnxPolicy, PolicyError
+    from ppo_robot.checkpoint import load_checkpoint
+
+    robot = run.get("robot")
+    if cfg.model_xml:
+        try:
+            if robot:
+                get_robot(str(robot)).load_model(cfg.model_xml)
+            elif not Path(cfg.model_xml).is_file():
+                raise SpecError(f"MJCF file not found: {cfg.model_xml}")
+        except SpecError as e:
+            raise UserError(f"model_xml: {e}") from None
+    if cfg.checkpoint:
+        load_checkpoint(cfg.checkpoint)  # UserError naming the file
+    if cfg.policy:
+        try:
+            pol = OnnxPolicy(cfg.policy)
+        except PolicyError as e:
+            raise UserError(str(e)) from None
+        if robot and pol.info.robot != robot:
+            raise UserError(
+                f"policy: {cfg.policy} is for robot '{pol.info.robot}', the log for '{robot}'"
+            )
+
+
 def replay_command(cfg: Any) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="replay: %(message)s")
     log.setLevel(logging.INFO)
@@ -99,6 +129,7 @@ def replay_command(cfg: Any) -> dict[str, Any]:
         except OSError as e:
             raise UserError(f"log {p} cannot be read ({e.strerror})") from None
     data = datas[0]
+    _check_given_files(cfg, data.run)
     out = Path(cfg.out_dir) if cfg.out_dir else paths[0].with_name(paths[0].stem + "-replay")
     try:
         out.mkdir(parents=True, exist_ok=True)

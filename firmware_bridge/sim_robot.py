@@ -171,6 +171,10 @@ def serve(cfg: Any) -> dict[str, Any]:
         watchdog_ms=int(cfg.watchdog_ms),
         boot_id=boot_id,
     )
+    try:
+        applied = open(cfg.applied_log, "wb") if cfg.applied_log else None  # noqa: SIM115
+    except OSError as e:
+        raise UserError(f"applied_log {cfg.applied_log} cannot be written ({e.strerror})") from None
     port = _Port(cfg.port)
     link = Path(cfg.port_link) if cfg.port_link else None
     if link is not None:
@@ -178,6 +182,10 @@ def serve(cfg: Any) -> dict[str, Any]:
             link.unlink()
         link.symlink_to(port.path)
     ctl = Controller(ccfg, port.write)
+    if applied is not None:  # what reached the actuators, to compare with what the host sent
+        ctl.on_apply = lambda seq, v: applied.write(
+            seq.to_bytes(4, "little") + v.astype("<f4").tobytes()
+        )
     print(f"PORT {port.path}", flush=True)
     log.info(
         "robot=%s physics %.0f Hz, watchdog %d ms, latency %.1f ms, boot_id %08x%s",
@@ -253,6 +261,8 @@ def serve(cfg: Any) -> dict[str, Any]:
     finally:
         ctl.safe_state()
         port.close()
+        if applied is not None:
+            applied.close()
         if link is not None and link.is_symlink():
             link.unlink()
     summary = {

@@ -97,7 +97,6 @@ class Runner:
         self.cfg_dict = cfg_dict
         self.rand = rand
         self.run_dir = Path(cfg.run_dir)
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -123,6 +122,8 @@ class Runner:
         self.last_eval: EvalResult | None = None
         self.best_eval: EvalResult | None = None
         self.obs: np.ndarray | None = None
+        # only now that everything built: bad input leaves no run folder behind
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- checkpoints
 

