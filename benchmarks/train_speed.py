@@ -25,8 +25,14 @@ from benchmarks._util import cli, machine  # noqa: E402
 def ours(steps: int, overrides: list[str]) -> float:
     with tempfile.TemporaryDirectory() as d:
         s = cli(
-            "ppo_robot.train", "env=halfcheetah", f"total_steps={steps}", f"run_dir={d}/r",
-            "eval_every=0", "eval_episodes=1", "progress=false", *overrides,
+            "ppo_robot.train",
+            "env=halfcheetah",
+            f"total_steps={steps}",
+            f"run_dir={d}/r",
+            "eval_every=0",
+            "eval_episodes=1",
+            "progress=false",
+            *overrides,
         )
     # the summary's wall time includes the final evaluation of 1 episode; steps_per_s
     # is steps over the whole run's wall time
