@@ -141,9 +141,7 @@ def test_fit_from_excitation_beats_policy_log(trained, sim_robot, tmp_path):
             "firmware_bridge.deploy",
             "source=excitation",
             "robot=furuta",
-            "excitation=multisine",
-            "excitation.amplitude=2",
-            "excitation.f0_hz=0.5",
+            "excitation=chirp",  # 1 -> 4 Hz, +-2 V: through the pendulum's 1.7 Hz resonance
             f"log_dir={tmp_path}/ex",
             *common,
             timeout=60,
