@@ -141,7 +141,7 @@ def test_fit_from_excitation_beats_policy_log(trained, sim_robot, tmp_path):
             "firmware_bridge.deploy",
             "source=excitation",
             "robot=furuta",
-            "excitation=chirp",  # 1 -> 4 Hz, +-2 V: through the pendulum's 1.7 Hz resonance
+            "excitation=prbs",  # +-1.5 V, 100 ms bits: fast and slow motion, both directions
             f"log_dir={tmp_path}/ex",
             *common,
             timeout=60,
@@ -173,7 +173,8 @@ def test_fit_from_excitation_beats_policy_log(trained, sim_robot, tmp_path):
         )
         vals = r["fit"]["values"]
         errors[name] = {k: abs(vals[k] / t - 1) for k, t in FIT_TRUTH.items()}
-    worst = {k: max(v.values()) for k, v in errors.items()}
+    total = {k: sum(v.values()) for k, v in errors.items()}
     print(f"fit relative errors: excitation {errors['excitation']}, policy {errors['policy']}")
-    assert worst["excitation"] <= 0.05, errors
-    assert worst["excitation"] < worst["policy"], errors
+    assert max(errors["excitation"].values()) <= 0.05, errors
+    # summed over the parameters (a single parameter's error varies from run to run)
+    assert total["excitation"] < total["policy"], errors
