@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._util import ROOT, cli, machine, quick_policy  # noqa: E402
 
 
-def deploy_run(policy: Path, rate: int, seconds: float, log_dir: Path) -> dict:
+def deploy_run(policy: Path, rate: int, seconds: float, log_dir: Path, extra: list[str]) -> dict:
     sim = subprocess.Popen(
         [sys.executable, "-m", "firmware_bridge.sim_robot", "robot=furuta"],
         cwd=ROOT,
@@ -83,6 +83,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds-500", type=float, default=60.0)
     ap.add_argument("--seconds-1k", type=float, default=10.0)
+    ap.add_argument(
+        "--realtime", action="store_true", help="deploy with realtime_priority=50 (SCHED_FIFO)"
+    )
     args = ap.parse_args()
     keys = (
         "ticks",
@@ -102,8 +105,9 @@ def main() -> None:
         d = Path(d)
         p500 = quick_policy(d / "p500", "env.control_hz=500", "ppo.n_steps=64", steps=4096)
         p1k = quick_policy(d / "p1k", "env.control_hz=1000", "ppo.n_steps=64", steps=4096)
-        r500 = deploy_run(p500, 500, args.seconds_500, d / "logs")
-        r1k = deploy_run(p1k, 1000, args.seconds_1k, d / "logs")
+        extra = ["realtime_priority=50"] if args.realtime else []
+        r500 = deploy_run(p500, 500, args.seconds_500, d / "logs", extra)
+        r1k = deploy_run(p1k, 1000, args.seconds_1k, d / "logs", extra)
         naive = naive_loop(500, min(args.seconds_500, 10.0))
     print(
         json.dumps(
@@ -111,6 +115,7 @@ def main() -> None:
                 "deploy_500hz": {"seconds": args.seconds_500, **{k: r500[k] for k in keys}},
                 "deploy_1khz": {"seconds": args.seconds_1k, **{k: r1k[k] for k in keys}},
                 "plain_sleep_loop_500hz": naive,
+                "realtime_priority": 50 if args.realtime else None,
                 "machine": machine(),
                 "date": time.strftime("%Y-%m-%d"),
             }

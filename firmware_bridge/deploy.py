@@ -195,6 +195,8 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         s: signal.signal(s, lambda signum, frame: loop.request_stop(signals[signum]))
         for s in signals
     }
+    if cfg.realtime_priority:
+        _realtime(int(cfg.realtime_priority), rlog)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)  # the logger thread must not hold the GIL across a deadline
     res = None
@@ -354,6 +356,19 @@ def _reset_probe(link, boot_id: int, fault):
             f"controller reset: boot id {info.boot_id:08x}, was {boot_id:08x} ({fault})",
         )
     return fault
+
+
+def _realtime(priority: int, rlog) -> None:
+    """SCHED_FIFO for the loop's thread only (the log writer keeps normal priority).
+    Needs CAP_SYS_NICE (root, or an rtprio limit in /etc/security/limits.conf)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        rlog.event("realtime", f"control loop runs SCHED_FIFO priority {priority}")
+    except (PermissionError, OSError, AttributeError) as e:
+        log.warning(
+            "realtime_priority=%d not granted (%s); running at normal priority", priority, e
+        )
+        rlog.event("realtime", f"not granted: {e}")
 
 
 TRANSIENT_FAULTS = ("stale_state", "controller_watchdog", "overrun")

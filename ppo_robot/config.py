@@ -230,6 +230,8 @@ class DeployConfig:
     """Spin (busy-wait) this long before each deadline, after sleeping."""
     prime: bool = True
     """Run the pure tick stages once before each deadline to warm the CPU caches."""
+    realtime_priority: int | None = None
+    """Run the control loop's thread SCHED_FIFO at this priority (1-99); needs CAP_SYS_NICE."""
     status: bool = True
     """Live status line on stderr."""
     source: str = "policy"
