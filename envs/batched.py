@@ -237,8 +237,7 @@ class BatchedEnv(VectorEnv):
         if self.binder is not None and "models" in d:
             for m, vals in zip(self.models, d["models"], strict=True):
                 for b, v in zip(self.binder.bound, vals[:-1], strict=True):
-                    arr = getattr(m, b.attr)
-                    arr[b.rows] = v
+                    getattr(m, b.attr)[b.rows] = v  # whole rows, as snapshot() took them
                 m.opt.gravity[:] = vals[-1]
             self._batch.set_models(self.models)
 

@@ -376,25 +376,24 @@ class Binder:
     def apply(self, model: mujoco.MjModel, p: Perturbation) -> None:
         """Write a perturbation into one env's own model copy."""
         for b, v in zip(self.bound, p.fields, strict=True):
-            arr = getattr(model, b.attr)
-            if arr.ndim == 2:
-                sub = arr[b.rows]
-                sub[:, b.cols] = v
-                arr[b.rows] = sub
-            else:
-                arr[b.rows] = v
+            write_field(model, b, v)
         model.opt.gravity[:] = self.nominal_gravity if p.gravity is None else p.gravity
 
     def restore(self, model: mujoco.MjModel) -> None:
         for b in self.bound:
-            arr = getattr(model, b.attr)
-            if arr.ndim == 2:
-                sub = arr[b.rows]
-                sub[:, b.cols] = b.nominal
-                arr[b.rows] = sub
-            else:
-                arr[b.rows] = b.nominal
+            write_field(model, b, b.nominal)
         model.opt.gravity[:] = self.nominal_gravity
+
+
+def write_field(model: mujoco.MjModel, b: _BoundField, values: np.ndarray) -> None:
+    """Write values into the bound rows (and columns) of one model's field."""
+    arr = getattr(model, b.attr)
+    if arr.ndim == 2:
+        sub = arr[b.rows]
+        sub[:, b.cols] = values
+        arr[b.rows] = sub
+    else:
+        arr[b.rows] = values
 
 
 def _jnt_ndof(model: mujoco.MjModel, j: int) -> int:

@@ -530,7 +530,7 @@ def _model(cfg, run, spec):
 
 def _apply_logged_perturbation(model, pert: dict[str, Any]) -> None:
     """Write the model fields a simulated episode ran with (sim_log metadata) into `model`."""
-    from envs.randomization import Binder, Dist, FieldRange
+    from envs.randomization import Binder, Dist, FieldRange, write_field
 
     for f in pert["fields"]:
         idx = tuple(f["index"]) if f.get("index") is not None else None
@@ -538,14 +538,7 @@ def _apply_logged_perturbation(model, pert: dict[str, Any]) -> None:
             f["key"], f["field"], tuple(f["targets"]), f.get("op", "scale"), Dist(), idx
         )
         b = Binder._bind(fr, model)
-        vals = np.asarray(f["values"], dtype=np.float64).reshape(b.nominal.shape)
-        arr = getattr(model, b.attr)
-        if arr.ndim == 2:
-            sub = arr[b.rows]
-            sub[:, b.cols] = vals
-            arr[b.rows] = sub
-        else:
-            arr[b.rows] = vals
+        write_field(model, b, np.asarray(f["values"], dtype=np.float64).reshape(b.nominal.shape))
     if pert.get("gravity") is not None:
         model.opt.gravity[:] = pert["gravity"]
 
