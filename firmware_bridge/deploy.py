@@ -28,14 +28,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from firmware_bridge.loop import pct
 from ppo_robot.cli import RunFault, UserError, atomic_write_text, run_app, write_summary
 
 log = logging.getLogger("deploy")
-
-
-def _pct(x: np.ndarray, q: float) -> float | None:
-    x = x[np.isfinite(x)]
-    return round(float(np.percentile(x, q)), 3) if x.size else None
 
 
 def deploy(cfg: Any) -> dict[str, Any]:
@@ -308,13 +304,13 @@ def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dic
         "rate_hz": rate_hz,
         "duration_s": round(res.ticks / rate_hz, 3),
         "missed_deadlines": res.missed_deadlines,
-        "period_error_p50_us": _pct(np.abs(res.period_error_us), 50),
-        "period_error_p99_us": _pct(np.abs(res.period_error_us), 99),
-        "period_error_max_us": _pct(np.abs(res.period_error_us), 100),
-        "compute_p50_us": _pct(res.compute_us, 50),
-        "compute_p99_us": _pct(res.compute_us, 99),
-        "state_age_p50_ms": _pct(res.state_age_ms, 50),
-        "state_age_p99_ms": _pct(res.state_age_ms, 99),
+        "period_error_p50_us": pct(np.abs(res.period_error_us), 50),
+        "period_error_p99_us": pct(np.abs(res.period_error_us), 99),
+        "period_error_max_us": pct(np.abs(res.period_error_us), 100),
+        "compute_p50_us": pct(res.compute_us, 50),
+        "compute_p99_us": pct(res.compute_us, 99),
+        "state_age_p50_ms": pct(res.state_age_ms, 50),
+        "state_age_p99_ms": pct(res.state_age_ms, 99),
         "states_received": res.states_received,
         "states_out_of_order": res.states_out_of_order,
         "dropped_frames": stats.dropped_total,

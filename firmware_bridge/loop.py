@@ -28,6 +28,12 @@ RESET_AFTER_OLD_STATES = 3
 reset. Fewer are frames the link duplicated, delayed or reordered; they are ignored."""
 
 
+def pct(x: np.ndarray, q: float) -> float | None:
+    """Percentile of the finite values, rounded for a summary; None when there are none."""
+    x = x[np.isfinite(x)]
+    return round(float(np.percentile(x, q)), 3) if x.size else None
+
+
 @dataclass
 class LoopResult:
     ticks: int = 0

@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
+from firmware_bridge.loop import pct
 from ppo_robot.cli import UserError, run_app, write_summary
 
 log = logging.getLogger("replay")
@@ -47,11 +48,6 @@ DEFAULT_RANDOMIZATION = (
 
 class _Skip(Exception):
     """A report section that cannot be done; the message says why."""
-
-
-def _pct(x: np.ndarray, q: float) -> float | None:
-    x = x[np.isfinite(x)] if x.size else x
-    return round(float(np.percentile(x, q)), 3) if x.size else None
 
 
 def _logs(cfg: Any) -> list[Path]:
@@ -348,13 +344,13 @@ def _run_summary(data, spec) -> tuple[dict[str, Any], dict[str, Any]]:
         out.update(
             {
                 "missed_deadlines": int(missed.sum()),
-                "period_error_p50_us": _pct(np.abs(pe), 50),
-                "period_error_p99_us": _pct(np.abs(pe), 99),
-                "period_error_max_us": _pct(np.abs(pe), 100),
-                "state_age_p50_ms": _pct(age, 50),
-                "state_age_p99_ms": _pct(age, 99),
-                "compute_p50_us": _pct(comp, 50),
-                "compute_p99_us": _pct(comp, 99),
+                "period_error_p50_us": pct(np.abs(pe), 50),
+                "period_error_p99_us": pct(np.abs(pe), 99),
+                "period_error_max_us": pct(np.abs(pe), 100),
+                "state_age_p50_ms": pct(age, 50),
+                "state_age_p99_ms": pct(age, 99),
+                "compute_p50_us": pct(comp, 50),
+                "compute_p99_us": pct(comp, 99),
             }
         )
     else:
