@@ -62,6 +62,31 @@ def _stop(p: subprocess.Popen) -> tuple[dict, str]:
     return (json.loads(lines[-1]) if lines else {}), err
 
 
+def _deploy(policy: Path, port: str, seconds: float, log_dir: Path) -> dict:
+    """One deploy run to its end; its closing JSON summary (a fault is an error)."""
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "firmware_bridge.deploy",
+            f"policy={policy}",
+            f"port={port}",
+            f"duration_s={seconds}",
+            f"log_dir={log_dir}",
+            "status=false",
+            "safety.max_consecutive_overruns=1000000",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        env=ENV,
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"deploy exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def policy_500hz(out_dir: Path, rate_hz: int = 500) -> Path:
     """A briefly trained policy at rate_hz (one PPO update: real, small commands)."""
     return quick_policy(
@@ -88,7 +113,7 @@ def corruption_run(
     sim, sim_port = _start(
         "firmware_bridge.sim_robot", "robot=furuta", f"applied_log={applied_path}"
     )
-    proxy = deploy = None
+    proxy = None
     try:
         proxy, port = _start(
             "firmware_bridge.faultproxy",
@@ -99,31 +124,11 @@ def corruption_run(
             f"seed={seed}",
         )
         t0 = time.monotonic()
-        deploy = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "firmware_bridge.deploy",
-                f"policy={policy}",
-                f"port={port}",
-                f"duration_s={seconds}",
-                f"log_dir={work / 'logs'}",
-                "status=false",
-                "safety.max_consecutive_overruns=1000000",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=seconds + 120,
-            env=ENV,
-        )
+        s = _deploy(policy, port, seconds, work / "logs")
         wall = time.monotonic() - t0
     finally:
         proxy_summary, _ = _stop(proxy) if proxy is not None else ({}, "")
         sim_summary, _ = _stop(sim)
-    if deploy.returncode != 0:
-        raise RuntimeError(f"deploy exited {deploy.returncode}: {deploy.stderr.strip()[-2000:]}")
-    s = json.loads(deploy.stdout.strip().splitlines()[-1])
     log = read_log(s["log"])
     sent = {c["seq"]: np.asarray(c["values"], np.float32) for c in log.topic("/command")}
     states = log.topic("/state")
@@ -180,29 +185,9 @@ def direct_run(policy: Path, work: Path, seconds: float) -> dict[str, Any]:
     missed deadlines, to set the soak's figure against."""
     sim, port = _start("firmware_bridge.sim_robot", "robot=furuta")
     try:
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "firmware_bridge.deploy",
-                f"policy={policy}",
-                f"port={port}",
-                f"duration_s={seconds}",
-                f"log_dir={work / 'logs-direct'}",
-                "status=false",
-                "safety.max_consecutive_overruns=1000000",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=seconds + 120,
-            env=ENV,
-        )
+        s = _deploy(policy, port, seconds, work / "logs-direct")
     finally:
         _stop(sim)
-    if p.returncode != 0:
-        raise RuntimeError(f"deploy exited {p.returncode}: {p.stderr.strip()[-2000:]}")
-    s = json.loads(p.stdout.strip().splitlines()[-1])
     return {
         "baseline_missed_deadlines": s["missed_deadlines"],
         "baseline_missed_fraction": round(s["missed_deadlines"] / max(1, s["ticks"]), 4),

@@ -30,6 +30,19 @@ def run_cli(
     return p
 
 
+def start_cli(module: str, *args: str) -> subprocess.Popen:
+    """Start `python -m module args...` in the background (text pipes), e.g. a deploy to
+    kill or signal mid-run."""
+    return subprocess.Popen(
+        [PY, "-m", module, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def last_json(stdout: str) -> dict:
     """The closing JSON summary line."""
     lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]

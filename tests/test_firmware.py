@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.rollout_log import read_log
-from tests.conftest import ROOT, last_json, run_cli
+from tests.conftest import ROOT, last_json, run_cli, start_cli
 
 FW = ROOT / "firmware_bridge" / "firmware"
 HOST = FW / "build" / "pr_host"
@@ -108,22 +108,14 @@ def test_deploy_against_c_host_500hz(pr_host_bin, policy_500hz, tmp_path):
 
 def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_path, record_property):
     proc, port = _start_host(pr_host_bin, "--watchdog-ms", "50")
-    d = subprocess.Popen(
-        [
-            __import__("sys").executable,
-            "-m",
-            "firmware_bridge.deploy",
-            f"policy={policy_500hz}",
-            f"port={port}",
-            "duration_s=30",
-            f"log_dir={tmp_path}",
-            "status=false",
-            "safety.max_consecutive_overruns=100000",  # a busy machine must not end it first
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    d = start_cli(
+        "firmware_bridge.deploy",
+        f"policy={policy_500hz}",
+        f"port={port}",
+        "duration_s=30",
+        f"log_dir={tmp_path}",
+        "status=false",
+        "safety.max_consecutive_overruns=100000",  # a busy machine must not end it first
     )
     end = time.monotonic() + 20
     while time.monotonic() < end and not list(tmp_path.glob("*.mcap")):

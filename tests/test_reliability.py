@@ -30,7 +30,7 @@ from firmware_bridge.faultproxy import FaultProxy, ProxySettings, Rates
 from firmware_bridge.link import open_serial
 from firmware_bridge.protocol import FrameParser, MsgType
 from firmware_bridge.rollout_log import read_log
-from tests.conftest import PY, ROOT, last_json, run_cli
+from tests.conftest import PY, ROOT, last_json, run_cli, start_cli
 
 RATE_HZ = 100
 WATCHDOG_MS = 50
@@ -123,25 +123,16 @@ class Rig:
         self.deploy: subprocess.Popen | None = None
 
     def start_deploy(self, policy: str, *extra: str, duration_s: float = 2.0) -> None:
-        self.deploy = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "firmware_bridge.deploy",
-                f"policy={policy}",
-                f"port={self.proxy.port}",
-                f"duration_s={duration_s}",
-                f"log_dir={self.tmp / 'logs'}",
-                "status=false",
-                # timing is benchmarked elsewhere; a busy machine must not end these runs
-                "safety.max_consecutive_overruns=100000",
-                *extra,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ENV,
+        self.deploy = start_cli(
+            "firmware_bridge.deploy",
+            f"policy={policy}",
+            f"port={self.proxy.port}",
+            f"duration_s={duration_s}",
+            f"log_dir={self.tmp / 'logs'}",
+            "status=false",
+            # timing is benchmarked elsewhere; a busy machine must not end these runs
+            "safety.max_consecutive_overruns=100000",
+            *extra,
         )
 
     def wait_enabled(self, after_s: float = 0.5, timeout: float = 30.0) -> None:
@@ -501,23 +492,14 @@ def test_c_controller_restart_is_named_a_reset(policy, pr_host_bin, tmp_path, ro
     a = Controller("--seed", "1", "--watchdog-ms", str(WATCHDOG_MS), link=link, binary=pr_host_bin)
     proxy = FaultProxy(str(link)).start()
     b = None
-    d = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "firmware_bridge.deploy",
-            f"policy={policy}",
-            f"port={proxy.port}",
-            "duration_s=5",
-            f"log_dir={tmp_path / 'logs'}",
-            "status=false",
-            "safety.max_consecutive_overruns=100000",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
+    d = start_cli(
+        "firmware_bridge.deploy",
+        f"policy={policy}",
+        f"port={proxy.port}",
+        "duration_s=5",
+        f"log_dir={tmp_path / 'logs'}",
+        "status=false",
+        "safety.max_consecutive_overruns=100000",
     )
     try:
         end = time.monotonic() + 30
@@ -564,24 +546,15 @@ def test_controller_with_another_boot_id_is_refused_on_recovery(policy, tmp_path
     link = tmp_path / "ctl"
     link.symlink_to(a.port)
     proxy = FaultProxy(str(link)).start()
-    rig_deploy = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "firmware_bridge.deploy",
-            f"policy={policy}",
-            f"port={proxy.port}",
-            "duration_s=5",
-            f"log_dir={tmp_path / 'logs'}",
-            "status=false",
-            "safety.max_consecutive_overruns=100000",
-            "recover.max=2",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
+    rig_deploy = start_cli(
+        "firmware_bridge.deploy",
+        f"policy={policy}",
+        f"port={proxy.port}",
+        "duration_s=5",
+        f"log_dir={tmp_path / 'logs'}",
+        "status=false",
+        "safety.max_consecutive_overruns=100000",
+        "recover.max=2",
     )
     try:
         end = time.monotonic() + 30

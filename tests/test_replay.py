@@ -5,7 +5,6 @@ fitted; damaged and foreign files. Plus the timing and control-grid math by hand
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from envs.robots import get_robot
 from firmware_bridge import sysid
 from firmware_bridge.replay import fitted_reality, suggested_randomization
 from firmware_bridge.rollout_log import RolloutLog, read_log
-from tests.conftest import FIT_TRUTH, PY, ROOT, last_json, run_cli, write_truth_reality
+from tests.conftest import FIT_TRUTH, ROOT, last_json, run_cli, start_cli, write_truth_reality
 
 SENSORS = ["arm_angle", "pend_angle", "arm_velocity", "pend_velocity"]
 TRUTH = FIT_TRUTH
@@ -133,32 +132,18 @@ def test_fit_recovers_perturbed_model(trained, sim_robot, tmp_path):
     assert (out / "fit_windows.png").stat().st_size > 0
 
 
-def _start_deploy(policy: str, port: str, log_dir: Path) -> subprocess.Popen:
-    cmd = [
-        PY,
-        "-m",
-        "firmware_bridge.deploy",
-        f"policy={policy}",
-        f"port={port}",
-        f"log_dir={log_dir}",
-        "duration_s=30",
-        "status=false",
-    ]
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
 def test_killed_deploy_and_cut_file_still_reported(trained, sim_robot, tmp_path):
     policy = tmp_path / "moved.onnx"
     shutil.copy(trained["onnx"], policy)
     sim = sim_robot()
-    d = _start_deploy(str(policy), sim.port, tmp_path / "logs")
+    d = start_cli(
+        "firmware_bridge.deploy",
+        f"policy={policy}",
+        f"port={sim.port}",
+        f"log_dir={tmp_path / 'logs'}",
+        "duration_s=30",
+        "status=false",
+    )
     end = time.monotonic() + 15
     while not list((tmp_path / "logs").glob("*.mcap")) and time.monotonic() < end:
         time.sleep(0.05)
