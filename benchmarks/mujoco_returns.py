@@ -6,6 +6,12 @@ Ends with one JSON line: per task and seed the return and wall time, and the pub
 reference.
 
     python benchmarks/mujoco_returns.py [--tasks halfcheetah hopper walker2d ant] [--seeds 0 1 2]
+    python benchmarks/mujoco_returns.py --jobs 12 --set env.nthread=1   # a many-core machine
+    python benchmarks/mujoco_returns.py --tasks halfcheetah --set ppo.lr=1e-4 ...  # a variant
+
+`--jobs N` trains N runs at once (give each `env.nthread=1` on a machine with N cores);
+`--set` passes overrides to every training run; `--out FILE` appends each finished run to
+FILE as a JSON line, so a run cut short keeps what it finished.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,58 +36,72 @@ PUBLISHED = {  # best published PPO figures at 1M steps
 }
 
 
+def train_and_evaluate(task: str, seed: int, steps: int, sets: list[str], work: Path) -> dict:
+    run = work / f"{task}-{seed}"
+    t = cli(
+        "ppo_robot.train",
+        f"env={task}",
+        f"seed={seed}",
+        f"total_steps={steps}",
+        f"run_dir={run}",
+        "progress=false",
+        *sets,
+        timeout=4 * 3600,
+    )
+    ev = cli("ppo_robot.evaluate", f"checkpoint={t['checkpoint']}", "episodes=10", f"out_dir={run}")
+    return {
+        "task": task,
+        "seed": seed,
+        "return": round(ev["return_mean"], 1),
+        "return_std": round(ev["return_std"], 1),
+        "wall_s": t["wall_s"],
+        "steps": t["total_steps"],
+        "overrides": sets,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", nargs="+", default=list(PUBLISHED))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=1_000_000)
+    ap.add_argument("--jobs", type=int, default=1, help="training runs at once")
+    ap.add_argument("--set", nargs="*", default=[], help="overrides for every training run")
+    ap.add_argument("--out", help="append each finished run to this file as a JSON line")
     args = ap.parse_args()
-    out: dict[str, dict] = {}
+    jobs = [(task, seed) for task in args.tasks for seed in args.seeds]
+
+    def one(job: tuple[str, int]) -> dict:
+        r = train_and_evaluate(*job, args.steps, args.set, work)
+        print(f"{r['task']} seed {r['seed']}: {r['return']:.0f} in {r['wall_s']:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+        return r
+
     with tempfile.TemporaryDirectory() as d:
-        for task in args.tasks:
-            runs = []
-            for seed in args.seeds:
-                run = Path(d) / f"{task}-{seed}"
-                t = cli(
-                    "ppo_robot.train",
-                    f"env={task}",
-                    f"seed={seed}",
-                    f"total_steps={args.steps}",
-                    f"run_dir={run}",
-                    "progress=false",
-                )
-                ev = cli(
-                    "ppo_robot.evaluate",
-                    f"checkpoint={t['checkpoint']}",
-                    "episodes=10",
-                    f"out_dir={run}",
-                )
-                runs.append(
-                    {
-                        "seed": seed,
-                        "return": round(ev["return_mean"], 1),
-                        "wall_s": t["wall_s"],
-                        "steps": t["total_steps"],
-                    }
-                )
-                print(
-                    f"{task} seed {seed}: {ev['return_mean']:.0f} in {t['wall_s']:.0f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            target, source = PUBLISHED.get(task, (None, ""))
-            mean = statistics.mean(r["return"] for r in runs)
-            out[task] = {
-                "runs": runs,
-                "mean_return": round(mean, 1),
-                "target": target,
-                "reference": source,
-                "met": target is not None and mean >= target,
-            }
+        work = Path(d)
+        with ThreadPoolExecutor(args.jobs) as ex:
+            runs = list(ex.map(one, jobs))
+    out: dict[str, dict] = {}
+    for task in args.tasks:
+        mine = [r for r in runs if r["task"] == task]
+        target, source = PUBLISHED.get(task, (None, ""))
+        mean = statistics.mean(r["return"] for r in mine)
+        out[task] = {
+            "runs": [{k: r[k] for k in ("seed", "return", "wall_s", "steps")} for r in mine],
+            "mean_return": round(mean, 1),
+            "target": target,
+            "reference": source,
+            "met": target is not None and mean >= target,
+        }
     print(
         json.dumps(
             {
                 "steps": args.steps,
+                "jobs": args.jobs,
+                "overrides": args.set,
                 "tasks": out,
                 "machine": machine(),
                 "date": time.strftime("%Y-%m-%d"),

@@ -100,7 +100,9 @@ class TrainConfig:
     run_dir: str = "runs/default"
     """Output folder: config, metrics.csv, TensorBoard events, checkpoints."""
     torch_threads: int = 1
-    """Torch intra-op threads (MuJoCo has its own)."""
+    """Torch intra-op threads while collecting (MuJoCo's threads step the envs then)."""
+    update_threads: int = 0
+    """Torch intra-op threads in the PPO update, when MuJoCo is idle (0 = all CPUs)."""
     eval_every: int = 20
     """Deterministic evaluation every this many updates (0 = only at the end)."""
     eval_episodes: int = 32
@@ -230,8 +232,9 @@ class DeployConfig:
     """Spin (busy-wait) this long before each deadline, after sleeping."""
     prime: bool = True
     """Run the pure tick stages once before each deadline to warm the CPU caches."""
-    realtime_priority: int | None = None
-    """Run the control loop's thread SCHED_FIFO at this priority (1-99); needs CAP_SYS_NICE."""
+    realtime_priority: int | None = 50
+    """Run the control loop's thread SCHED_FIFO at this priority (1-99) where granted
+    (CAP_SYS_NICE: root, or an rtprio limit); else a warning and normal priority. 0 = off."""
     status: bool = True
     """Live status line on stderr."""
     source: str = "policy"
@@ -407,6 +410,8 @@ def validate(cfg: TrainConfig) -> None:
         (e.nthread >= 1, f"env.nthread must be >= 1, got {e.nthread}"),
         (e.kind in ("robot", "gym"), f"env.kind must be 'robot' or 'gym', got '{e.kind}'"),
         (cfg.total_steps > 0, f"total_steps must be > 0, got {cfg.total_steps}"),
+        (cfg.torch_threads >= 1, f"torch_threads must be >= 1, got {cfg.torch_threads}"),
+        (cfg.update_threads >= 0, f"update_threads must be >= 0, got {cfg.update_threads}"),
         (cfg.eval_episodes >= 1, f"eval_episodes must be >= 1, got {cfg.eval_episodes}"),
     ]
     for ok, msg in checks:

@@ -53,7 +53,8 @@ class Actor(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mu = self.forward(obs)
-        return torch.distributions.Normal(mu, self.log_std.exp().expand_as(mu))
+        # no argument validation: it checks every tensor on each call, in the update's hot loop
+        return torch.distributions.Normal(mu, self.log_std.exp().expand_as(mu), validate_args=False)
 
 
 class Critic(nn.Module):

@@ -74,7 +74,7 @@ class PPO:
         mu = self.actor(obs)
         sigma = self.actor.log_std.exp().expand_as(mu)
         action = mu + sigma * torch.randn_like(mu)
-        logp = torch.distributions.Normal(mu, sigma).log_prob(action).sum(-1)
+        logp = torch.distributions.Normal(mu, sigma, validate_args=False).log_prob(action).sum(-1)
         value = self.critic(self.actor.normalizer(obs))
         return action, logp, value, mu, sigma
 

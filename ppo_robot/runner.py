@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Runner:
         self.rand = rand
         self.run_dir = Path(cfg.run_dir)
         torch.set_num_threads(cfg.torch_threads)
+        self.update_threads = cfg.update_threads or os.cpu_count() or 1
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -203,7 +205,11 @@ class Runner:
                 t_upd = time.perf_counter()
                 self._collect(ep_returns, ep_success, ep_lengths)
                 try:
-                    stats = self.ppo.update(self.storage, self.gen)
+                    torch.set_num_threads(self.update_threads)
+                    try:
+                        stats = self.ppo.update(self.storage, self.gen)
+                    finally:
+                        torch.set_num_threads(cfg.torch_threads)
                     if not all(torch.isfinite(q).all() for q in self.ppo.params):
                         raise FloatingPointError("parameters became NaN/inf")
                 except FloatingPointError as e:
