@@ -57,7 +57,10 @@ def test_end_to_end_swing_up(trained, sim_robot, tmp_path):
     assert s["disable_confirmed"] is True
     log = read_log(s["log"])
     assert not log.truncated
-    assert len(log.topic("/command")) == 500 and len(log.topic("/state")) >= 500
+    assert len(log.topic("/command")) == 500
+    # every STATE received is logged; the controller streams one per tick, and the last one
+    # or two can still be on the wire when the run ends (the phase of its clock to ours)
+    assert len(log.topic("/state")) >= s["states_received"] >= s["ticks"] - 2
     assert log.run["policy_sha256"] and log.run["robot"] == "furuta"
     # the loop's priority is recorded first (SCHED_FIFO by default: granted or not), then
     # the actuators are armed

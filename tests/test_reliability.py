@@ -110,6 +110,35 @@ class Controller:
         return (json.loads(lines[-1]) if lines else {}), err
 
 
+def deploy_via(
+    proxy: FaultProxy, policy: str, log_dir: Path, *extra: str, duration_s: float = 2.0
+) -> subprocess.Popen:
+    """`firmware_bridge.deploy` through the proxy, in the background."""
+    return start_cli(
+        "firmware_bridge.deploy",
+        f"policy={policy}",
+        f"port={proxy.port}",
+        f"duration_s={duration_s}",
+        f"log_dir={log_dir}",
+        "status=false",
+        # timing is benchmarked elsewhere; a busy machine must not end these runs
+        "safety.max_consecutive_overruns=100000",
+        *extra,
+    )
+
+
+def wait_enabled(
+    proxy: FaultProxy, deploy: subprocess.Popen, after_s: float = 0.5, timeout: float = 30.0
+) -> None:
+    """Until the controller behind the proxy reports its actuators armed, then after_s more."""
+    end = time.monotonic() + timeout
+    while not proxy.controller.enabled:
+        assert deploy.poll() is None, deploy.communicate()
+        assert time.monotonic() < end, "the controller was never enabled"
+        time.sleep(0.01)
+    time.sleep(after_s)
+
+
 class Rig:
     """controller -> FaultProxy (in this process) -> deploy, for one injected fault."""
 
@@ -123,26 +152,12 @@ class Rig:
         self.deploy: subprocess.Popen | None = None
 
     def start_deploy(self, policy: str, *extra: str, duration_s: float = 2.0) -> None:
-        self.deploy = start_cli(
-            "firmware_bridge.deploy",
-            f"policy={policy}",
-            f"port={self.proxy.port}",
-            f"duration_s={duration_s}",
-            f"log_dir={self.tmp / 'logs'}",
-            "status=false",
-            # timing is benchmarked elsewhere; a busy machine must not end these runs
-            "safety.max_consecutive_overruns=100000",
-            *extra,
+        self.deploy = deploy_via(
+            self.proxy, policy, self.tmp / "logs", *extra, duration_s=duration_s
         )
 
     def wait_enabled(self, after_s: float = 0.5, timeout: float = 30.0) -> None:
-        """Until the controller reports its actuators armed, then after_s more."""
-        end = time.monotonic() + timeout
-        while not self.proxy.controller.enabled:
-            assert self.deploy.poll() is None, self.deploy.communicate()
-            assert time.monotonic() < end, "the controller was never enabled"
-            time.sleep(0.01)
-        time.sleep(after_s)
+        wait_enabled(self.proxy, self.deploy, after_s, timeout)
 
     def finish(self, timeout: float = 60.0) -> tuple[int, dict | None, str]:
         out, err = self.deploy.communicate(timeout=timeout)
@@ -492,20 +507,9 @@ def test_c_controller_restart_is_named_a_reset(policy, pr_host_bin, tmp_path, ro
     a = Controller("--seed", "1", "--watchdog-ms", str(WATCHDOG_MS), link=link, binary=pr_host_bin)
     proxy = FaultProxy(str(link)).start()
     b = None
-    d = start_cli(
-        "firmware_bridge.deploy",
-        f"policy={policy}",
-        f"port={proxy.port}",
-        "duration_s=5",
-        f"log_dir={tmp_path / 'logs'}",
-        "status=false",
-        "safety.max_consecutive_overruns=100000",
-    )
+    d = deploy_via(proxy, policy, tmp_path / "logs", duration_s=5)
     try:
-        end = time.monotonic() + 30
-        while not proxy.controller.enabled and time.monotonic() < end:
-            time.sleep(0.01)
-        time.sleep(0.5)
+        wait_enabled(proxy, d)
         a.proc.kill()  # a reset: no safe-state code runs, the board simply reboots
         a.proc.wait()
         b = Controller(
@@ -546,21 +550,9 @@ def test_controller_with_another_boot_id_is_refused_on_recovery(policy, tmp_path
     link = tmp_path / "ctl"
     link.symlink_to(a.port)
     proxy = FaultProxy(str(link)).start()
-    rig_deploy = start_cli(
-        "firmware_bridge.deploy",
-        f"policy={policy}",
-        f"port={proxy.port}",
-        "duration_s=5",
-        f"log_dir={tmp_path / 'logs'}",
-        "status=false",
-        "safety.max_consecutive_overruns=100000",
-        "recover.max=2",
-    )
+    rig_deploy = deploy_via(proxy, policy, tmp_path / "logs", "recover.max=2", duration_s=5)
     try:
-        end = time.monotonic() + 30
-        while not proxy.controller.enabled and time.monotonic() < end:
-            time.sleep(0.01)
-        time.sleep(0.5)
+        wait_enabled(proxy, rig_deploy)
         tmp_link = tmp_path / "ctl.new"
         tmp_link.symlink_to(b.port)
         os.replace(tmp_link, link)  # the proxy's next open finds the other controller
