@@ -49,6 +49,14 @@ def quick_policy(
     return onnx_path
 
 
+def rate_policy(out_dir: Path, rate_hz: int) -> Path:
+    """A real Furuta policy at rate_hz after one PPO update (so its commands stay small),
+    exported to ONNX: for loop timing and the bridge's tests."""
+    return quick_policy(
+        out_dir, f"env.control_hz={rate_hz}", "ppo.n_steps=64", "eval_episodes=2", steps=4096
+    )
+
+
 def machine() -> dict:
     import platform
 

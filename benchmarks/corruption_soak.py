@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._util import ROOT, machine, quick_policy  # noqa: E402
+from benchmarks._util import ROOT, machine, rate_policy  # noqa: E402
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -85,17 +85,6 @@ def _deploy(policy: Path, port: str, seconds: float, log_dir: Path) -> dict:
     if p.returncode != 0:
         raise RuntimeError(f"deploy exited {p.returncode}: {p.stderr.strip()[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def policy_500hz(out_dir: Path, rate_hz: int = 500) -> Path:
-    """A briefly trained policy at rate_hz (one PPO update: real, small commands)."""
-    return quick_policy(
-        out_dir,
-        f"env.control_hz={rate_hz}",
-        "ppo.n_steps=64",
-        "eval_episodes=2",
-        steps=4096,
-    )
 
 
 def corruption_run(
@@ -206,7 +195,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        policy = policy_500hz(Path(d) / "policy", args.rate)
+        policy = rate_policy(Path(d) / "policy", args.rate)
         r = corruption_run(policy, Path(d) / "run", args.seconds, args.corrupt, args.seed)
         r["load_avg_after"] = round(os.getloadavg()[0], 2)
         if not args.no_baseline:

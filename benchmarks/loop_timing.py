@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._util import ROOT, cli, machine, quick_policy  # noqa: E402
+from benchmarks._util import ROOT, cli, machine, rate_policy  # noqa: E402
 
 
 def deploy_run(policy: Path, rate: int, seconds: float, log_dir: Path, extra: list[str]) -> dict:
@@ -178,8 +178,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        p500 = quick_policy(d / "p500", "env.control_hz=500", "ppo.n_steps=64", steps=4096)
-        p1k = quick_policy(d / "p1k", "env.control_hz=1000", "ppo.n_steps=64", steps=4096)
+        p500 = rate_policy(d / "p500", 500)
+        p1k = rate_policy(d / "p1k", 1000)
         extra = [] if args.realtime else ["realtime_priority=0"]
         r500 = deploy_run(p500, 500, args.seconds_500, d / "logs", extra)
         r1k = deploy_run(p1k, 1000, args.seconds_1k, d / "logs", extra)

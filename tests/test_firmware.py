@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._util import rate_policy
 from firmware_bridge.rollout_log import read_log
 from tests.conftest import ROOT, last_json, run_cli, start_cli
 
@@ -41,25 +42,7 @@ def test_cross_compile_for_real_boards():
 @pytest.fixture(scope="module")
 def policy_500hz(tmp_path_factory) -> str:
     """A real (briefly trained) 500 Hz policy: one PPO update, so its commands stay small."""
-    d = tmp_path_factory.mktemp("p500")
-    s = last_json(
-        run_cli(
-            "ppo_robot.train",
-            f"run_dir={d}/run",
-            "env.control_hz=500",
-            "total_steps=4096",
-            "env.num_envs=64",
-            "ppo.n_steps=64",
-            "eval_episodes=2",
-            "randomization=none",
-            "progress=false",
-            check=True,
-            timeout=300,
-        ).stdout
-    )
-    out = d / "p500.onnx"
-    run_cli("export.onnx", f"checkpoint={s['checkpoint']}", f"output={out}", check=True)
-    return str(out)
+    return str(rate_policy(tmp_path_factory.mktemp("p500"), 500))
 
 
 @pytest.fixture(scope="module")

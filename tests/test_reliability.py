@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import pytest
 
+from benchmarks._util import rate_policy
 from firmware_bridge.faultproxy import FaultProxy, ProxySettings, Rates
 from firmware_bridge.link import open_serial
 from firmware_bridge.protocol import FrameParser, MsgType
@@ -52,30 +53,9 @@ def row(record_property, request):
         record_property("reliability_row", json.dumps(r))
 
 
-def _quick_policy(d: Path, rate_hz: int) -> str:
-    """A real policy after one PPO update (small commands), exported by the CLI."""
-    s = last_json(
-        run_cli(
-            "ppo_robot.train",
-            f"run_dir={d}/run",
-            f"env.control_hz={rate_hz}",
-            "total_steps=4096",
-            "env.num_envs=64",
-            "ppo.n_steps=64",
-            "eval_episodes=2",
-            "randomization=none",
-            "progress=false",
-            check=True,
-        ).stdout
-    )
-    out = d / f"p{rate_hz}.onnx"
-    run_cli("export.onnx", f"checkpoint={s['checkpoint']}", f"output={out}", check=True)
-    return str(out)
-
-
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory) -> str:
-    return _quick_policy(tmp_path_factory.mktemp("p100"), RATE_HZ)
+    return str(rate_policy(tmp_path_factory.mktemp("p100"), RATE_HZ))
 
 
 # ------------------------------------------------------------------------------ the rig
@@ -672,7 +652,7 @@ def test_corruption_500hz_every_frame_counted_nothing_corrupt_applied(tmp_path, 
     controller applied exactly the intact COMMANDs, bit for bit."""
     from benchmarks.corruption_soak import corruption_run
 
-    p500 = _quick_policy(tmp_path / "p500", 500)
+    p500 = rate_policy(tmp_path / "p500", 500)
     r = corruption_run(Path(p500), tmp_path / "run", seconds=5.0, corrupt=0.01, seed=1)
     assert r["ok_run"], r
     assert r["corrupted_c2h"] > 0 and r["corrupted_h2c"] > 0
