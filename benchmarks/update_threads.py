@@ -1,6 +1,8 @@
 """The PPO update alone, on HalfCheetah's shapes, with 1 torch thread and with all CPUs
 (`update_threads`, default 0 = all: MuJoCo's threads are idle while the update runs).
-Random batch contents; medians of 5 updates after a warm-up. Ends with one JSON line.
+Also the update with torch's per-tensor Adam instead of the fused kernel the trainer uses
+where torch has one (`ppo_robot.ppo.adam`), at 1 thread. Random batch contents; medians of
+5 updates after a warm-up. Ends with one JSON line.
 
     python benchmarks/update_threads.py
 """
@@ -26,11 +28,13 @@ from ppo_robot.storage import RolloutStorage  # noqa: E402
 CASES = {  # name: (hidden, activation, n_steps, num_envs, epochs, minibatches), as shipped
     "ppo=mujoco": ([256, 256], "elu", 64, 64, 10, 8),
     "ppo=fast": ([64, 64], "tanh", 64, 64, 5, 4),
-    "ppo=halfcheetah": ([256, 256], "relu", 64, 8, 20, 8),
+    "ppo=halfcheetah": ([256, 256], "relu", 256, 2, 20, 8),
 }
 
 
-def update_ms(hidden, activation, T, N, epochs, minibatches, threads: int) -> float:
+def update_ms(
+    hidden, activation, T, N, epochs, minibatches, threads: int, fused: bool = True
+) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = PPOConfig(
@@ -38,6 +42,8 @@ def update_ms(hidden, activation, T, N, epochs, minibatches, threads: int) -> fl
         minibatches=minibatches, lr_schedule="constant",
     )  # fmt: skip
     ppo = PPO(Actor(17, 6, hidden, activation), Critic(17, hidden, activation), cfg, 100)
+    if not fused:
+        ppo.optimizer = torch.optim.Adam(ppo.params, lr=cfg.lr, eps=1e-5, foreach=False)
     s = RolloutStorage(T, N, 17, 6)
     for t in (s.obs, s.actions, s.mu, s.logp, s.values, s.advantages, s.returns):
         t.normal_()
@@ -57,11 +63,14 @@ def main() -> None:
     out = {}
     for name, case in CASES.items():
         one, all_ = update_ms(*case, threads=1), update_ms(*case, threads=cpus)
+        unfused = update_ms(*case, threads=1, fused=False)
         out[name] = {
             "samples": case[2] * case[3],
             "update_ms_1_thread": round(one, 1),
             f"update_ms_{cpus}_threads": round(all_, 1),
             "speedup": round(one / all_, 2),
+            "update_ms_1_thread_per_tensor_adam": round(unfused, 1),
+            "fused_adam_speedup": round(unfused / one, 2),
         }
         print(f"{name}: {one:.1f} ms -> {all_:.1f} ms", file=sys.stderr, flush=True)
     print(json.dumps({"cases": out, "machine": machine(), "date": time.strftime("%Y-%m-%d")}))

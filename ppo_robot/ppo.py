@@ -46,6 +46,16 @@ def value_loss(values, old_values, returns, clip: float) -> torch.Tensor:
     return (values - returns).square().mean()
 
 
+def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with the fused CPU kernel where torch has one (>= 2.4): one pass over each
+    parameter instead of a dozen elementwise ops. HalfCheetah's update (160 minibatches of
+    64) runs 1.12-1.17x faster at one thread (`python benchmarks/update_threads.py`)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True)
+    except (RuntimeError, TypeError):  # older torch: no fused kernel for CPU tensors
+        return torch.optim.Adam(params, lr=lr, eps=1e-5)
+
+
 @dataclass
 class UpdateStats:
     policy_loss: float
@@ -62,7 +72,7 @@ class PPO:
     def __init__(self, actor: Actor, critic: Critic, cfg: PPOConfig, total_updates: int) -> None:
         self.actor, self.critic, self.cfg = actor, critic, cfg
         self.params = list(actor.parameters()) + list(critic.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
+        self.optimizer = adam(self.params, cfg.lr)
         self.lr = cfg.lr
         self.beta = cfg.kl_beta
         self.total_updates = max(1, total_updates)
