@@ -662,8 +662,9 @@ def test_corruption_500hz_every_frame_counted_nothing_corrupt_applied(tmp_path, 
         what="1 % frame corruption at 500 Hz",
         how="faultproxy CLI: corrupt=0.01 on STATE and COMMAND, both ways, 5 s at 500 Hz "
         "(60 s: benchmarks/corruption_soak.py)",
-        happened=f"exit 0, {r['ticks']} ticks, no fault; host dropped {r['host_dropped']} = "
-        f"{r['corrupted_c2h']} corrupted; controller rx_errors {r['controller_rx_errors']} = "
+        happened=f"exit 0, {r['ticks']} ticks, no fault; host dropped {r['host_dropped']} of "
+        f"{r['corrupted_c2h']} corrupted ({r['corrupted_c2h_after_last_state_read']} after the "
+        "last STATE it read: in flight at close); controller rx_errors {r['controller_rx_errors']} = "
         f"{r['corrupted_h2c']} corrupted; applied {r['commands_applied']} of "
         f"{r['commands_sent']}, all bit-exact as sent; {r['missed_deadlines']} missed "
         "deadlines (busy 2-core machine)",
