@@ -4,7 +4,9 @@ Runs 60 s at 500 Hz and 10 s at 1 kHz (briefly trained real policies at those ra
 in this process, a plain `time.sleep(period)` loop doing the same per-tick work for
 comparison (no absolute deadlines: it drifts), and the deploy loop's wait alone with no work
 (`bare_wait_loop_500hz`: the machine's own late wake-ups, and the hypervisor's steal time over
-it). Each deploy's missed ticks are split into late wake-ups and slow ticks from its log.
+it), and a loop that never sleeps (`bare_spin_loop_500hz`, normal priority: a SCHED_FIFO thread
+that never sleeps is throttled by the kernel, 50 ms a second): a late tick there is the CPU
+itself taken away, not a slow wake-up from idle. Each deploy's missed ticks are split into late wake-ups and slow ticks from its log.
 Ends with one JSON line.
 
     python benchmarks/loop_timing.py [--seconds-500 60] [--seconds-1k 10]
@@ -95,7 +97,7 @@ def bare_loop(rate: int, seconds: float, realtime: bool) -> dict:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
-def _bare_loop(rate: int, seconds: float) -> dict:
+def _bare_loop(rate: int, seconds: float, spin_ns: int = 300_000) -> dict:
     period = 1_000_000_000 // rate
     n = int(rate * seconds)
     late = np.empty(n)
@@ -104,8 +106,8 @@ def _bare_loop(rate: int, seconds: float) -> dict:
     deadline = clock() + period
     for i in range(n):
         remaining = deadline - clock()
-        if remaining > 300_000:
-            time.sleep((remaining - 300_000) / 1e9)
+        if remaining > spin_ns:
+            time.sleep((remaining - spin_ns) / 1e9)
         while clock() < deadline:
             pass
         late[i] = (clock() - deadline) / 1e3
@@ -187,6 +189,7 @@ def main() -> None:
         r1k["missed_breakdown"] = missed_breakdown(r1k["log"], 1000.0)
         naive = naive_loop(500, min(args.seconds_500, 10.0))
         bare = bare_loop(500, args.seconds_500, args.realtime)
+        spin = _bare_loop(500, args.seconds_500, spin_ns=10**12)
     print(
         json.dumps(
             {
@@ -194,6 +197,7 @@ def main() -> None:
                 "deploy_1khz": {"seconds": args.seconds_1k, **{k: r1k[k] for k in keys}},
                 "plain_sleep_loop_500hz": naive,
                 "bare_wait_loop_500hz": bare,
+                "bare_spin_loop_500hz": spin,
                 "realtime_priority": 50 if args.realtime else None,
                 "machine": machine(),
                 "date": time.strftime("%Y-%m-%d"),
