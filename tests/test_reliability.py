@@ -664,7 +664,8 @@ def test_corruption_500hz_every_frame_counted_nothing_corrupt_applied(tmp_path, 
         "(60 s: benchmarks/corruption_soak.py)",
         happened=f"exit 0, {r['ticks']} ticks, no fault; host dropped {r['host_dropped']} of "
         f"{r['corrupted_c2h']} corrupted ({r['corrupted_c2h_after_last_state_read']} after the "
-        "last STATE it read: in flight at close); controller rx_errors {r['controller_rx_errors']} = "
+        "last STATE it read: in flight at close); "
+        f"controller rx_errors {r['controller_rx_errors']} = "
         f"{r['corrupted_h2c']} corrupted; applied {r['commands_applied']} of "
         f"{r['commands_sent']}, all bit-exact as sent; {r['missed_deadlines']} missed "
         "deadlines (busy 2-core machine)",
