@@ -3,9 +3,10 @@ in both directions, against sim_robot, through the real CLIs. Ends with one JSON
 
 Checks, from what each side recorded on its own:
 - every corrupt frame is counted: the host's dropped frames are at least the proxy's
-  corruptions controller -> host up to the newest STATE the host logged (a later one may be in
-  flight when the host closes the port) and at most all of them; host -> controller equal the controller's rx_errors (its summary, and the
-  last one it reported in a STATE of the deploy log);
+  corruptions controller -> host up to the newest STATE the host logged (a later one may be
+  in flight when the host closes the port) and at most all of them; host -> controller equal
+  the controller's rx_errors (its summary, and the last one it reported in a STATE of the
+  deploy log);
 - no corrupt value reaches the actuators: every COMMAND the controller applied (sim_robot
   `applied_log`) has the seq and the exact float32 values of one the host sent, and the
   COMMANDs not applied are exactly the corrupted ones;

@@ -4,10 +4,10 @@ Runs 60 s at 500 Hz and 10 s at 1 kHz (briefly trained real policies at those ra
 in this process, a plain `time.sleep(period)` loop doing the same per-tick work for
 comparison (no absolute deadlines: it drifts), and the deploy loop's wait alone with no work
 (`bare_wait_loop_500hz`: the machine's own late wake-ups, and the hypervisor's steal time over
-it), and a loop that never sleeps (`bare_spin_loop_500hz`, normal priority: a SCHED_FIFO thread
-that never sleeps is throttled by the kernel, 50 ms a second): a late tick there is the CPU
-itself taken away, not a slow wake-up from idle. Each deploy's missed ticks are split into late wake-ups and slow ticks from its log.
-Ends with one JSON line.
+it), and a loop that never sleeps (`bare_spin_loop_500hz`, normal priority: a SCHED_FIFO
+thread that never sleeps is throttled by the kernel, 50 ms a second): a late tick there is
+the CPU itself taken away, not a slow wake-up from idle. Each deploy's missed ticks are split
+into late wake-ups and slow ticks from its log. Ends with one JSON line.
 
     python benchmarks/loop_timing.py [--seconds-500 60] [--seconds-1k 10]
 """

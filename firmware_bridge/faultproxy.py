@@ -73,6 +73,7 @@ _RECONNECT_EVERY_S = 0.02
 _PROBE_EVERY_S = 0.01
 """How often the proxy looks whether a host opened its side."""
 _MAX_RECORDS = 100_000
+_MAX_CORRUPTED_SEQS = 10_000  # in the one-line summary: 33 min of 1 % corruption at 500 Hz
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,8 @@ class _Pipe:
         self.counts = dict.fromkeys(KINDS, 0)
         self.corrupted_seqs: list[int | None] = []
         """Sequence numbers of the frames corrupted (read before the corruption; None where
-        the frame did not decode): tells a corruption the receiver read from one in flight
-        when it closed."""
+        the frame did not decode), the first _MAX_CORRUPTED_SEQS: tells a corruption the
+        receiver read from one in flight when it closed."""
         self.frames = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -268,7 +269,7 @@ class _Pipe:
             if kind == "corrupt":
                 frame = self._corrupt(frame)
                 self._record(now, kind, mtype, seq)
-                if len(self.corrupted_seqs) < _MAX_RECORDS:
+                if len(self.corrupted_seqs) < _MAX_CORRUPTED_SEQS:
                     self.corrupted_seqs.append(seq)
                 self._emit(frame, now, None, None)
                 return
