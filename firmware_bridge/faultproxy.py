@@ -186,10 +186,6 @@ class _Pipe:
         self.held_since = 0.0
         self.out = bytearray()
         self.counts = dict.fromkeys(KINDS, 0)
-        self.corrupted_seqs: list[int | None] = []
-        """Sequence numbers of the frames corrupted (read before the corruption; None where
-        the frame did not decode), the first _MAX_CORRUPTED_SEQS: tells a corruption the
-        receiver read from one in flight when it closed."""
         self.frames = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -269,8 +265,6 @@ class _Pipe:
             if kind == "corrupt":
                 frame = self._corrupt(frame)
                 self._record(now, kind, mtype, seq)
-                if len(self.corrupted_seqs) < _MAX_CORRUPTED_SEQS:
-                    self.corrupted_seqs.append(seq)
                 self._emit(frame, now, None, None)
                 return
             if kind == "duplicate":
@@ -374,7 +368,6 @@ class _Pipe:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "injected": {k: v for k, v in self.counts.items() if v},
-            "corrupted_seqs": self.corrupted_seqs,
             "discarded_bytes": self.discarded_bytes,
             "overflow_bytes": self.overflow_bytes,
         }
@@ -686,7 +679,14 @@ class FaultProxy:
             "bytes": {d: pipes[d]["bytes_out"] for d in DIRECTIONS},
             "injected": {d: pipes[d]["injected"] for d in DIRECTIONS},
             "injected_total": sum(sum(pipes[d]["injected"].values()) for d in DIRECTIONS),
-            "corrupted_seqs": {d: pipes[d]["corrupted_seqs"] for d in DIRECTIONS},
+            # seqs of the corrupted frames (read before the corruption): tells a corruption
+            # the receiver read from one in flight when it closed
+            "corrupted_seqs": {
+                d: [r.seq for r in self.records if r.kind == "corrupt" and r.direction == d][
+                    :_MAX_CORRUPTED_SEQS
+                ]
+                for d in DIRECTIONS
+            },
             "discarded_bytes": {d: pipes[d]["discarded_bytes"] for d in DIRECTIONS},
             "overflow_bytes": {d: pipes[d]["overflow_bytes"] for d in DIRECTIONS},
             "closed_at_s": None if self.closed_at is None else round(self.t(self.closed_at), 3),
