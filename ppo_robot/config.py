@@ -102,11 +102,14 @@ class TrainConfig:
     torch_threads: int = 1
     """Torch intra-op threads while collecting (MuJoCo's threads step the envs then)."""
     update_threads: int = 0
-    """Torch intra-op threads in the PPO update, when MuJoCo is idle (0 = all CPUs)."""
+    """Torch intra-op threads in the PPO update, when MuJoCo is idle (0 = every CPU this
+    process may run on)."""
     eval_every: int = 20
     """Deterministic evaluation every this many updates (0 = only at the end)."""
     eval_episodes: int = 32
     """Episodes per evaluation (run as one batch)."""
+    keep_checkpoints: bool = False
+    """Also keep each evaluation's checkpoint as checkpoints/step_NNNNNNNNN.pt."""
     resume: str | None = None
     """Checkpoint to continue from (same config), e.g. runs/x/checkpoints/last.pt."""
     progress: bool = True

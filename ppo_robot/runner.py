@@ -10,6 +10,7 @@ import csv
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ class Runner:
         self.rand = rand
         self.run_dir = Path(cfg.run_dir)
         torch.set_num_threads(cfg.torch_threads)
-        self.update_threads = cfg.update_threads or os.cpu_count() or 1
+        self.update_threads = cfg.update_threads or usable_cpus()
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -256,6 +257,8 @@ class Runner:
                         self.best_eval = ev
                         self.save("best.pt")
                     last_good = self.save("last.pt")
+                    if cfg.keep_checkpoints:
+                        shutil.copyfile(last_good, last_good.with_name(f"step_{self.step:09d}.pt"))
                     if cfg.stop_success and (ev.success_rate or 0.0) >= cfg.stop_success:
                         status = (
                             f"stopped: eval success {ev.success_rate:.2f} >= {cfg.stop_success}"
@@ -321,6 +324,13 @@ class Runner:
         self.obs = obs
         last_v = self.ppo.value(torch.from_numpy(obs).float())
         self.storage.compute_returns(last_v, p.gamma, p.lam)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _mean(chunks: list[np.ndarray]) -> float | None:

@@ -22,6 +22,7 @@ def test_train_run_folder_and_summary(tmp_path):
         "eval_episodes=8",
         "env.num_envs=64",
         "progress=false",
+        "keep_checkpoints=true",
         timeout=300,
         check=True,
     )
@@ -55,6 +56,10 @@ def test_train_run_folder_and_summary(tmp_path):
         "lr",
     ):
         assert col in rows[0]
+    # keep_checkpoints: one checkpoint per periodic evaluation, named by its step
+    kept = sorted(f.name for f in (run / "checkpoints").glob("step_*.pt"))
+    assert kept == [f"step_{int(r['step']):09d}.pt" for r in rows if r["eval_return"]]
+    assert len(kept) >= 2
     cfg = OmegaConf.load(run / "config.yaml")
     assert cfg.env.name == "furuta" and cfg.randomization.name == "default"
 
