@@ -27,7 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._util import machine  # noqa: E402
 from envs.make import make_env  # noqa: E402
 from ppo_robot.checkpoint import build_actor, load_checkpoint  # noqa: E402
-from ppo_robot.runner import evaluate_policy  # noqa: E402
+from ppo_robot.runner import (  # noqa: E402
+    EVAL_ENV_SEED,
+    EVAL_RESET_SEED,
+    evaluate_policy,
+    selection_key,
+)
 
 
 def select(run: Path, sizes: list[int], episodes: int, test_seed: int) -> dict:
@@ -41,13 +46,13 @@ def select(run: Path, sizes: list[int], episodes: int, test_seed: int) -> dict:
     out: dict = {"run": str(run), "seed": seed, "checkpoints": len(paths)}
     test_env = make_env(env_cfg, episodes, test_seed, None)
     for n in sizes:
-        env = make_env(env_cfg, n, seed + 10_000, None)  # the trainer's evaluation env
-        scores = [evaluate_policy(a, env, seed + 20_000).return_mean for a in actors]
-        i = max(range(len(scores)), key=scores.__getitem__)
+        env = make_env(env_cfg, n, seed + EVAL_ENV_SEED, None)  # the trainer's evaluation env
+        evals = [evaluate_policy(a, env, seed + EVAL_RESET_SEED) for a in actors]
+        i = max(range(len(evals)), key=lambda j: selection_key(evals[j]))  # first maximum
         test = evaluate_policy(actors[i], test_env, test_seed)
         out[f"select{n}"] = {
             "step": cks[i]["train"]["step"],
-            "selection_return": round(scores[i], 1),
+            "selection_return": round(evals[i].return_mean, 1),
             "test_return": round(test.return_mean, 1),
             "test_std": round(test.return_std, 1),
         }

@@ -51,6 +51,12 @@ METRIC_FIELDS = [
 ]
 
 
+# Seeds of the periodic evaluation, offset from the run's seed: the eval envs' construction
+# and the reset of each evaluation (the same starts every time, so checkpoints compare).
+EVAL_ENV_SEED = 10_000
+EVAL_RESET_SEED = 20_000
+
+
 @dataclass
 class EvalResult:
     return_mean: float
@@ -93,6 +99,11 @@ def evaluate_policy(actor: Actor, env, seed: int) -> EvalResult:
     )
 
 
+def selection_key(ev: EvalResult) -> tuple[float, float]:
+    """How evaluations rank for best.pt: success rate first, then return."""
+    return (ev.success_rate or 0.0, ev.return_mean)
+
+
 class Runner:
     def __init__(self, cfg: TrainConfig, cfg_dict: dict[str, Any], rand: Randomization) -> None:
         self.cfg = cfg
@@ -106,7 +117,7 @@ class Runner:
 
         e, p = cfg.env, cfg.ppo
         self.env = make_env(e, e.num_envs, cfg.seed, rand)
-        self.eval_env = make_env(e, cfg.eval_episodes, cfg.seed + 10_000, rand)
+        self.eval_env = make_env(e, cfg.eval_episodes, cfg.seed + EVAL_ENV_SEED, rand)
         obs_dim = self.env.single_observation_space.shape[0]
         act_dim = self.env.single_action_space.shape[0]
         self.actor = Actor(
@@ -247,11 +258,11 @@ class Runner:
                 ep_lengths.clear()
                 final = self.update == self.n_updates
                 if (cfg.eval_every and self.update % cfg.eval_every == 0) or final:
-                    ev = evaluate_policy(self.actor, self.eval_env, cfg.seed + 20_000)
+                    ev = evaluate_policy(self.actor, self.eval_env, cfg.seed + EVAL_RESET_SEED)
                     self.last_eval = ev
                     row["eval_return"] = ev.return_mean
                     row["eval_success"] = ev.success_rate
-                    key = (ev.success_rate or 0.0, ev.return_mean)
+                    key = selection_key(ev)
                     if key > self.best_key:
                         self.best_key = key
                         self.best_eval = ev
