@@ -10,7 +10,6 @@ import csv
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -268,8 +267,8 @@ class Runner:
                         self.best_eval = ev
                         self.save("best.pt")
                     last_good = self.save("last.pt")
-                    if cfg.keep_checkpoints:
-                        shutil.copyfile(last_good, last_good.with_name(f"step_{self.step:09d}.pt"))
+                    if cfg.keep_checkpoints:  # written atomically, as best.pt and last.pt
+                        self.save(f"step_{self.step:09d}.pt")
                     if cfg.stop_success and (ev.success_rate or 0.0) >= cfg.stop_success:
                         status = (
                             f"stopped: eval success {ev.success_rate:.2f} >= {cfg.stop_success}"
