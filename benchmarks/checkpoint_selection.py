@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._util import machine  # noqa: E402
 from envs.make import make_env  # noqa: E402
 from ppo_robot.checkpoint import build_actor, load_checkpoint  # noqa: E402
+from ppo_robot.cli import UserError, fail, one_line  # noqa: E402
 from ppo_robot.runner import (  # noqa: E402
     EVAL_ENV_SEED,
     EVAL_RESET_SEED,
@@ -38,7 +39,7 @@ from ppo_robot.runner import (  # noqa: E402
 def select(run: Path, sizes: list[int], episodes: int, test_seed: int) -> dict:
     paths = sorted((run / "checkpoints").glob("step_*.pt"))
     if not paths:
-        sys.exit(f"{run}: no checkpoints/step_*.pt (train with keep_checkpoints=true)")
+        raise UserError(f"{run}: no checkpoints/step_*.pt (train with keep_checkpoints=true)")
     cks = [load_checkpoint(p) for p in paths]
     env_cfg = OmegaConf.create(cks[0]["env"])
     seed = cks[0]["config"]["seed"]
@@ -47,7 +48,9 @@ def select(run: Path, sizes: list[int], episodes: int, test_seed: int) -> dict:
     test_env = make_env(env_cfg, episodes, test_seed, None)
     for n in sizes:
         env = make_env(env_cfg, n, seed + EVAL_ENV_SEED, None)  # the trainer's evaluation env
+        t0 = time.perf_counter()
         evals = [evaluate_policy(a, env, seed + EVAL_RESET_SEED) for a in actors]
+        eval_s = (time.perf_counter() - t0) / len(actors)
         i = max(range(len(evals)), key=lambda j: selection_key(evals[j]))  # first maximum
         test = evaluate_policy(actors[i], test_env, test_seed)
         out[f"select{n}"] = {
@@ -55,6 +58,7 @@ def select(run: Path, sizes: list[int], episodes: int, test_seed: int) -> dict:
             "selection_return": round(evals[i].return_mean, 1),
             "test_return": round(test.return_mean, 1),
             "test_std": round(test.return_std, 1),
+            "eval_s": round(eval_s, 3),  # one selection evaluation of N episodes, mean
         }
         print(f"{run} select {n}: {out[f'select{n}']}", file=sys.stderr, flush=True)
     return out
@@ -68,7 +72,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=12345, help="seed of the held-out episodes")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    runs = [select(r, args.select, args.episodes, args.seed) for r in args.runs]
+    try:
+        runs = [select(r, args.select, args.episodes, args.seed) for r in args.runs]
+    except UserError as e:  # a missing, empty or corrupt run folder: one line, exit 2
+        fail(one_line(e))
     means = {
         f"select{n}": round(statistics.mean(r[f"select{n}"]["test_return"] for r in runs), 1)
         for n in args.select

@@ -10,7 +10,6 @@ where torch has one (`ppo_robot.ppo.adam`), at 1 thread. Random batch contents; 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from benchmarks._util import machine  # noqa: E402
 from ppo_robot.config import PPOConfig  # noqa: E402
 from ppo_robot.networks import Actor, Critic  # noqa: E402
 from ppo_robot.ppo import PPO  # noqa: E402
+from ppo_robot.runner import usable_cpus  # noqa: E402
 from ppo_robot.storage import RolloutStorage  # noqa: E402
 
 CASES = {  # name: (hidden, activation, n_steps, num_envs, epochs, minibatches), as shipped
@@ -59,7 +59,7 @@ def update_ms(
 
 
 def main() -> None:
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()  # what update_threads=0 gives the trainer
     out = {}
     for name, case in CASES.items():
         one, all_ = update_ms(*case, threads=1), update_ms(*case, threads=cpus)
