@@ -79,6 +79,9 @@ class PPOConfig:
     """Gradient-norm clip (0 = off)."""
     norm_adv: bool = True
     """Normalize advantages per minibatch."""
+    recompute_adv: bool = False
+    """Recompute GAE advantages and value targets with the current critic before each epoch
+    after the first (Andrychowicz et al. 2020; Tianshou's recompute_advantage)."""
     norm_reward: bool = False
     """Scale rewards by the running std of the discounted return."""
     obs_clip: float = 10.0

@@ -3,7 +3,7 @@
 Objectives: the clipped surrogate (PPO2, Schulman et al. 2017, eq. 7) or the adaptive-KL
 penalty (PPO1, eq. 8, beta doubled/halved around a target KL). Optional value-loss
 clipping, entropy bonus, gradient-norm clipping, learning-rate schedules (constant, linear,
-adaptive by KL as in RSL-RL) and KL early stop.
+adaptive by KL as in RSL-RL), KL early stop and advantages recomputed before each epoch.
 """
 
 from __future__ import annotations
@@ -124,6 +124,20 @@ class PPO:
             }
         return total, info
 
+    def _recompute_advantages(self, storage: RolloutStorage):
+        """Before each epoch after the first: GAE again with the critic as it is now."""
+        T, N = storage.T, storage.N
+
+        @torch.no_grad()
+        def refresh(epoch: int) -> None:
+            if epoch == 0:  # the critic has not changed since the rollout
+                return
+            values = self.value(storage.obs.flatten(0, 1)).view(T, N)
+            last = self.value(storage.last_obs)
+            storage.compute_returns(last, self.cfg.gamma, self.cfg.lam, values=values)
+
+        return refresh
+
     def update(self, storage: RolloutStorage, generator: torch.Generator) -> UpdateStats:
         cfg = self.cfg
         if cfg.lr_schedule == "linear":
@@ -131,7 +145,9 @@ class PPO:
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_frac": 0.0}
         n = 0
         stopped_at = float(cfg.epochs)
-        for i, b in enumerate(storage.minibatches(cfg.minibatches, cfg.epochs, generator)):
+        refresh = self._recompute_advantages(storage) if cfg.recompute_adv else None
+        batches = storage.minibatches(cfg.minibatches, cfg.epochs, generator, refresh)
+        for i, b in enumerate(batches):
             total, info = self.loss(b)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"loss is {total.item()} at update {self.updates_done}")

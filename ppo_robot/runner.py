@@ -332,7 +332,8 @@ class Runner:
                 if "success" in ep:
                     ep_success.append(ep["success"])
         self.obs = obs
-        last_v = self.ppo.value(torch.from_numpy(obs).float())
+        self.storage.last_obs.copy_(torch.from_numpy(obs))
+        last_v = self.ppo.value(self.storage.last_obs)
         self.storage.compute_returns(last_v, p.gamma, p.lam)
 
 

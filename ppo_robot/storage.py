@@ -7,9 +7,10 @@ boundary cuts the recursion while the value beyond the cut is still counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -39,6 +40,7 @@ class RolloutStorage:
         self.sigma = torch.zeros(T, N, act_dim, dtype=f)
         self.advantages = torch.zeros(T, N, dtype=f)
         self.returns = torch.zeros(T, N, dtype=f)
+        self.last_obs = torch.zeros(N, obs_dim, dtype=f)  # the observation after step T-1
         self.step = 0
 
     def add(self, obs, actions, logp, values, rewards, dones, mu, sigma) -> None:
@@ -58,15 +60,29 @@ class RolloutStorage:
     def clear(self) -> None:
         self.step = 0
 
-    def compute_returns(self, last_values: torch.Tensor, gamma: float, lam: float) -> None:
-        compute_gae(
-            self.rewards, self.values, self.dones, last_values, gamma, lam, out=self.advantages
-        )
-        torch.add(self.advantages, self.values, out=self.returns)
+    def compute_returns(
+        self,
+        last_values: torch.Tensor,
+        gamma: float,
+        lam: float,
+        values: torch.Tensor | None = None,
+    ) -> None:
+        """GAE and value targets from the stored values, or from fresh `values` (T, N) of
+        the same observations (recomputed advantages; the stored ones stay for value
+        clipping)."""
+        v = self.values if values is None else values
+        compute_gae(self.rewards, v, self.dones, last_values, gamma, lam, out=self.advantages)
+        torch.add(self.advantages, v, out=self.returns)
 
     def minibatches(
-        self, n_minibatches: int, epochs: int, generator: torch.Generator
+        self,
+        n_minibatches: int,
+        epochs: int,
+        generator: torch.Generator,
+        before_epoch: Callable[[int], None] | None = None,
     ) -> Iterator[Batch]:
+        """Shuffled minibatches, `epochs` passes; `before_epoch(e)` runs before each pass
+        (it may rewrite advantages and returns in place: the flat views see it)."""
         total = self.T * self.N
         size = total // n_minibatches
         flat = {
@@ -79,7 +95,9 @@ class RolloutStorage:
             "mu": self.mu.flatten(0, 1),
             "sigma": self.sigma.flatten(0, 1),
         }
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            if before_epoch is not None:
+                before_epoch(epoch)
             perm = torch.randperm(total, generator=generator)
             for k in range(n_minibatches):
                 idx = perm[k * size : (k + 1) * size]
@@ -95,14 +113,21 @@ def compute_gae(
     lam: float,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Generalized advantage estimation over (T, N); `dones[t]` ends the episode after step t."""
-    T = rewards.shape[0]
+    """Generalized advantage estimation over (T, N); `dones[t]` ends the episode after step t.
+
+    The TD errors and the per-step discounts are computed for the whole batch at once; only
+    the backward recursion A_t = delta_t + gamma lam (1 - done_t) A_{t+1} walks the steps, on
+    numpy views of N-vectors (a torch op per step costs several times more, and
+    `recompute_adv` runs this before every epoch).
+    """
+    next_values = torch.cat((values[1:], last_values.reshape(1, -1)))
+    live = 1.0 - dones
+    delta = (rewards + gamma * next_values * live - values).numpy()
+    decay = (gamma * lam * live).numpy()
     adv = out if out is not None else torch.zeros_like(rewards)
-    running = torch.zeros_like(last_values)
-    for t in reversed(range(T)):
-        next_v = last_values if t == T - 1 else values[t + 1]
-        live = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_v * live - values[t]
-        running = delta + gamma * lam * live * running
-        adv[t] = running
+    a = adv.numpy()
+    running = np.zeros_like(delta[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = delta[t] + decay[t] * running
+        a[t] = running
     return adv

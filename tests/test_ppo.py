@@ -54,6 +54,48 @@ def test_storage_returns_are_advantage_plus_value():
     assert len(batches) == 4 and all(b.obs.shape == (3, 1) for b in batches)
 
 
+def test_recomputed_advantages_use_the_current_critic():
+    from ppo_robot.config import PPOConfig
+    from ppo_robot.networks import Actor, Critic
+    from ppo_robot.ppo import PPO
+
+    actor, critic = Actor(1, 1, [4]), Critic(1, [4])
+    ppo = PPO(actor, critic, PPOConfig(gamma=0.5, lam=0.5, recompute_adv=True), 1)
+    s = RolloutStorage(2, 1, 1, 1)
+    z = torch.zeros(1, 1)
+    for r in (1.0, 2.0):  # collected while the critic said 0.1 everywhere
+        s.add(z, z, torch.zeros(1), torch.tensor([0.1]), torch.tensor([r]), torch.zeros(1), z, z)
+    s.compute_returns(torch.tensor([0.1]), 0.5, 0.5)
+    collected = s.advantages.clone()
+    with torch.no_grad():  # the critic, trained in epoch 0, now says 2.0 everywhere
+        for layer in critic.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        critic.net[-1].bias.fill_(2.0)
+    seen = []
+    refresh = ppo._recompute_advantages(s)
+    for epoch in (0, 1):
+        refresh(epoch)
+        seen.append(s.advantages.clone())
+    assert torch.equal(seen[0], collected)  # epoch 0: the critic that collected the batch
+    # delta_1 = 2 + .5*2 - 2 = 1; delta_0 = 1 + .5*2 - 2 = 0; A_0 = 0 + .25*1 = .25
+    assert torch.allclose(seen[1], torch.tensor([[0.25], [1.0]]))
+    assert torch.allclose(s.returns, torch.tensor([[2.25], [3.0]]))
+    assert torch.equal(s.values, torch.full((2, 1), 0.1))  # kept for value clipping
+
+
+def test_minibatches_call_before_epoch_before_each_pass():
+    s = RolloutStorage(4, 1, 1, 1)
+    events: list[str] = []
+    batches = s.minibatches(
+        2, 3, torch.Generator().manual_seed(0), lambda e: events.append(f"e{e}")
+    )
+    for _ in batches:
+        events.append("b")
+    assert events == ["e0", "b", "b", "e1", "b", "b", "e2", "b", "b"]
+
+
 def test_clipped_surrogate_hand_computed():
     ratio = torch.tensor([0.5, 1.5, 1.0])
     adv = torch.tensor([1.0, 1.0, -2.0])
