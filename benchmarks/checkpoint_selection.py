@@ -71,6 +71,9 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=150, help="held-out evaluation episodes")
     ap.add_argument("--seed", type=int, default=12345, help="seed of the held-out episodes")
     args = ap.parse_args()
+    for name, n in [("--select", n) for n in args.select] + [("--episodes", args.episodes)]:
+        if n < 1:
+            fail(f"{name} must be >= 1 episodes, got {n}")
     torch.set_num_threads(1)
     try:
         runs = [select(r, args.select, args.episodes, args.seed) for r in args.runs]

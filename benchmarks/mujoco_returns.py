@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._util import cli, machine  # noqa: E402
+from ppo_robot.cli import fail  # noqa: E402
 
 PUBLISHED = {  # best published PPO figures at 1M steps
     "halfcheetah": (5800, "SB3 zoo 5,819"),
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=150, help="evaluation episodes per run")
     ap.add_argument("--keep", help="keep the run folders here (default: a temporary folder)")
     args = ap.parse_args()
+    if args.episodes < 1:  # before hours of training, not after
+        fail(f"--episodes must be >= 1, got {args.episodes}")
     jobs = [(task, seed) for task in args.tasks for seed in args.seeds]
 
     def one(job: tuple[str, int]) -> dict:
