@@ -80,8 +80,11 @@ class PPOConfig:
     norm_adv: bool = True
     """Normalize advantages per minibatch."""
     recompute_adv: bool = False
-    """Recompute GAE advantages and value targets with the current critic before each epoch
-    after the first (Andrychowicz et al. 2020; Tianshou's recompute_advantage)."""
+    """Recompute GAE advantages with the current critic before each epoch after the first
+    (Andrychowicz et al. 2020; Tianshou's recompute_advantage)."""
+    recompute_targets: bool = True
+    """With recompute_adv: recompute the critic's value targets too (false: they stay those
+    of the critic that collected the batch, so the critic does not chase its own targets)."""
     norm_reward: bool = False
     """Scale rewards by the running std of the discounted return."""
     obs_clip: float = 10.0

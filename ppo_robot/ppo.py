@@ -125,7 +125,8 @@ class PPO:
         return total, info
 
     def _recompute_advantages(self, storage: RolloutStorage):
-        """Before each epoch after the first: GAE again with the critic as it is now."""
+        """Before each epoch after the first: GAE again with the critic as it is now (and the
+        value targets, unless `recompute_targets` is off)."""
         T, N = storage.T, storage.N
 
         @torch.no_grad()
@@ -134,7 +135,13 @@ class PPO:
                 return
             values = self.value(storage.obs.flatten(0, 1)).view(T, N)
             last = self.value(storage.last_obs)
-            storage.compute_returns(last, self.cfg.gamma, self.cfg.lam, values=values)
+            storage.compute_returns(
+                last,
+                self.cfg.gamma,
+                self.cfg.lam,
+                values=values,
+                targets=self.cfg.recompute_targets,
+            )
 
         return refresh
 

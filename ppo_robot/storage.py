@@ -66,13 +66,15 @@ class RolloutStorage:
         gamma: float,
         lam: float,
         values: torch.Tensor | None = None,
+        targets: bool = True,
     ) -> None:
         """GAE and value targets from the stored values, or from fresh `values` (T, N) of
         the same observations (recomputed advantages; the stored ones stay for value
-        clipping)."""
+        clipping). `targets=False` leaves the value targets as they are."""
         v = self.values if values is None else values
         compute_gae(self.rewards, v, self.dones, last_values, gamma, lam, out=self.advantages)
-        torch.add(self.advantages, v, out=self.returns)
+        if targets:
+            torch.add(self.advantages, v, out=self.returns)
 
     def minibatches(
         self,

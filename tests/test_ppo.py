@@ -84,6 +84,17 @@ def test_recomputed_advantages_use_the_current_critic():
     assert torch.allclose(s.returns, torch.tensor([[2.25], [3.0]]))
     assert torch.equal(s.values, torch.full((2, 1), 0.1))  # kept for value clipping
 
+    # recompute_targets=False: the same advantages, the collection-time value targets stay
+    s.compute_returns(torch.tensor([0.1]), 0.5, 0.5)
+    collected_targets = s.returns.clone()
+    ppo.cfg.recompute_targets = False
+    refresh = ppo._recompute_advantages(s)
+    refresh(0)
+    refresh(1)
+    assert torch.allclose(s.advantages, torch.tensor([[0.25], [1.0]]))
+    assert torch.equal(s.returns, collected_targets)
+    assert not torch.allclose(collected_targets, torch.tensor([[2.25], [3.0]]))
+
 
 def test_minibatches_call_before_epoch_before_each_pass():
     s = RolloutStorage(4, 1, 1, 1)
