@@ -43,6 +43,9 @@ class PPOConfig:
     """tanh, elu, relu or silu."""
     init_log_std: float = 0.0
     """Initial log standard deviation of the Gaussian policy."""
+    ortho_init: bool = True
+    """Orthogonal weights (gain sqrt 2; last layer 0.01 actor, 1 critic) and zero biases;
+    false: PyTorch's default nn.Linear initialisation (SB3's ortho_init=False)."""
     n_steps: int = 32
     """Rollout length T per env per update (batch = T x num_envs)."""
     epochs: int = 5

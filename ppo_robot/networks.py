@@ -16,15 +16,17 @@ from ppo_robot.normalizer import RunningNorm
 ACTIVATIONS = {"tanh": nn.Tanh, "elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
 
-def mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
-    """Orthogonally initialised MLP; the last layer gets its own gain."""
+def mlp(sizes: list[int], activation: str, out_gain: float, ortho: bool = True) -> nn.Sequential:
+    """MLP, orthogonally initialised with zero biases (the last layer gets its own gain), or
+    with PyTorch's default `nn.Linear` initialisation where `ortho` is false."""
     act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         lin = nn.Linear(sizes[i], sizes[i + 1])
         last = i == len(sizes) - 2
-        nn.init.orthogonal_(lin.weight, out_gain if last else math.sqrt(2))
-        nn.init.zeros_(lin.bias)
+        if ortho:
+            nn.init.orthogonal_(lin.weight, out_gain if last else math.sqrt(2))
+            nn.init.zeros_(lin.bias)
         layers.append(lin)
         if not last:
             layers.append(act())
@@ -42,10 +44,11 @@ class Actor(nn.Module):
         activation: str = "tanh",
         init_log_std: float = 0.0,
         obs_clip: float = 10.0,
+        ortho_init: bool = True,
     ) -> None:
         super().__init__()
         self.normalizer = RunningNorm(obs_dim, clip=obs_clip)
-        self.net = mlp([obs_dim, *hidden, act_dim], activation, out_gain=0.01)
+        self.net = mlp([obs_dim, *hidden, act_dim], activation, 0.01, ortho_init)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -60,9 +63,11 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Normalized obs -> value."""
 
-    def __init__(self, obs_dim: int, hidden: list[int], activation: str = "tanh") -> None:
+    def __init__(
+        self, obs_dim: int, hidden: list[int], activation: str = "tanh", ortho_init: bool = True
+    ) -> None:
         super().__init__()
-        self.net = mlp([obs_dim, *hidden, 1], activation, out_gain=1.0)
+        self.net = mlp([obs_dim, *hidden, 1], activation, 1.0, ortho_init)
 
     def forward(self, norm_obs: torch.Tensor) -> torch.Tensor:
         return self.net(norm_obs).squeeze(-1)

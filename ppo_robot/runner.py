@@ -120,9 +120,9 @@ class Runner:
         obs_dim = self.env.single_observation_space.shape[0]
         act_dim = self.env.single_action_space.shape[0]
         self.actor = Actor(
-            obs_dim, act_dim, list(p.hidden), p.activation, p.init_log_std, p.obs_clip
+            obs_dim, act_dim, list(p.hidden), p.activation, p.init_log_std, p.obs_clip, p.ortho_init
         )
-        self.critic = Critic(obs_dim, list(p.hidden), p.activation)
+        self.critic = Critic(obs_dim, list(p.hidden), p.activation, p.ortho_init)
         self.batch = p.n_steps * e.num_envs
         self.n_updates = max(1, math.ceil(cfg.total_steps / self.batch))
         self.ppo = PPO(self.actor, self.critic, p, self.n_updates)

@@ -96,6 +96,28 @@ def test_recomputed_advantages_use_the_current_critic():
     assert not torch.allclose(collected_targets, torch.tensor([[2.25], [3.0]]))
 
 
+def test_orthogonal_or_default_initialisation():
+    from ppo_robot.networks import Actor, Critic
+
+    torch.manual_seed(0)
+    actor, critic = Actor(5, 2, [32, 32], "relu"), Critic(5, [32, 32], "relu")
+    hidden, head = actor.net[2], actor.net[-1]
+    # orthogonal: W W^T = gain^2 I (rows <= columns), zero biases; the actor's head gain is 0.01
+    assert torch.allclose(hidden.weight @ hidden.weight.T, 2 * torch.eye(32), atol=1e-5)
+    assert torch.allclose(head.weight @ head.weight.T, 1e-4 * torch.eye(2), atol=1e-8)
+    assert torch.allclose(critic.net[-1].weight @ critic.net[-1].weight.T, torch.eye(1))
+    assert all(not m.bias.any() for m in actor.net if isinstance(m, torch.nn.Linear))
+    # ortho_init=False keeps nn.Linear's own initialisation, drawn in the same order
+    torch.manual_seed(0)
+    plain = Actor(5, 2, [32, 32], "relu", ortho_init=False)
+    torch.manual_seed(0)
+    reference = [torch.nn.Linear(5, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 2)]
+    layers = [m for m in plain.net if isinstance(m, torch.nn.Linear)]
+    for got, want in zip(layers, reference, strict=True):
+        assert torch.equal(got.weight, want.weight) and torch.equal(got.bias, want.bias)
+    assert plain.net[-1].weight.abs().max() > 0.05  # a head of gain 0.01 could not reach this
+
+
 def test_minibatches_call_before_epoch_before_each_pass():
     s = RolloutStorage(4, 1, 1, 1)
     events: list[str] = []
