@@ -117,6 +117,10 @@ class TrainConfig:
     """Deterministic evaluation every this many updates (0 = only at the end)."""
     eval_episodes: int = 32
     """Episodes per evaluation (run as one batch)."""
+    rollback_drop: float = 0.0
+    """When a periodic evaluation's return falls more than this fraction of |best| below the
+    best evaluation's, training goes on from best.pt's actor, critic and optimizer (the env
+    steps already spent still count; 0 = never)."""
     keep_checkpoints: bool = False
     """Also keep each evaluation's checkpoint as checkpoints/step_NNNNNNNNN.pt."""
     resume: str | None = None
@@ -425,6 +429,10 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.torch_threads >= 1, f"torch_threads must be >= 1, got {cfg.torch_threads}"),
         (cfg.update_threads >= 0, f"update_threads must be >= 0, got {cfg.update_threads}"),
         (cfg.eval_episodes >= 1, f"eval_episodes must be >= 1, got {cfg.eval_episodes}"),
+        (
+            0 <= cfg.rollback_drop < 1,
+            f"rollback_drop must be in [0, 1), got {cfg.rollback_drop}",
+        ),
     ]
     for ok, msg in checks:
         if not ok:

@@ -47,6 +47,7 @@ METRIC_FIELDS = [
     "clip_frac",
     "lr",
     "beta",
+    "rollback",
 ]
 
 
@@ -134,6 +135,7 @@ class Runner:
         self.best_key: tuple = (-math.inf, -math.inf)
         self.last_eval: EvalResult | None = None
         self.best_eval: EvalResult | None = None
+        self.rollbacks = 0
         self.obs: np.ndarray | None = None
         # only now that everything built: bad input leaves no run folder behind
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -157,6 +159,7 @@ class Runner:
             "obs": self.obs,
             "eval": vars(self.last_eval) if self.last_eval else None,
             "best_eval": vars(self.best_eval) if self.best_eval else None,
+            "rollbacks": self.rollbacks,
         }
 
     def save(self, name: str) -> Path:
@@ -179,6 +182,7 @@ class Runner:
         self.best_key = tuple(t["best_key"])
         self.best_eval = EvalResult(**t["best_eval"]) if t.get("best_eval") else None
         self.last_eval = EvalResult(**t["eval"]) if t.get("eval") else None
+        self.rollbacks = t.get("rollbacks", 0)
         torch.set_rng_state(t["torch_rng"])
         self.gen.set_state(t["gen_rng"])
         if self.scaler and t["scaler"]:
@@ -186,6 +190,23 @@ class Runner:
         if t["env_state"] is not None and hasattr(self.env, "restore"):
             self.env.restore(t["env_state"])
             self.obs = t["obs"]
+
+    def _should_roll_back(self, ev: EvalResult) -> bool:
+        best = self.best_eval
+        drop = self.cfg.rollback_drop
+        return bool(
+            drop and best and ev.return_mean < best.return_mean - drop * abs(best.return_mean)
+        )
+
+    def _roll_back(self) -> None:
+        """Go on from best.pt's policy, critic and optimizer (observation normalizer and adapted
+        learning rate included). Steps, the learning-rate schedule's count of updates,
+        environments, random streams and the return scaler go on."""
+        t = load_checkpoint(self.run_dir / "checkpoints" / "best.pt")
+        self.actor.load_state_dict(t["actor"])
+        self.critic.load_state_dict(t["train"]["critic"])
+        self.ppo.load_state_dict({**t["train"]["ppo"], "updates_done": self.ppo.updates_done})
+        self.rollbacks += 1
 
     # ---------------------------------------------------------------- loop
 
@@ -266,6 +287,17 @@ class Runner:
                         self.best_key = key
                         self.best_eval = ev
                         self.save("best.pt")
+                    elif self._should_roll_back(ev):
+                        log.warning(
+                            "step %d: evaluation %.6g fell more than %g below the best %.6g: "
+                            "rolled back to best.pt",
+                            self.step,
+                            ev.return_mean,
+                            cfg.rollback_drop,
+                            self.best_eval.return_mean,
+                        )
+                        self._roll_back()
+                        row["rollback"] = 1
                     last_good = self.save("last.pt")
                     if cfg.keep_checkpoints:  # written atomically, as best.pt and last.pt
                         self.save(f"step_{self.step:09d}.pt")
@@ -304,6 +336,7 @@ class Runner:
             "last_return_mean": last.return_mean if last else None,
             "last_success_rate": last.success_rate if last else None,
             "updates": self.update,
+            "rollbacks": self.rollbacks,
             "run_dir": str(self.run_dir),
         }
 

@@ -73,6 +73,7 @@ def test_train_run_folder_and_summary(tmp_path):
         (["ppo.lr=-0.1"], "ppo.lr must be > 0"),
         (["ppo.minibatches=7"], "ppo.minibatches=7 does not divide"),
         (["ppo.objective=ppo3"], "ppo.objective"),
+        (["rollback_drop=1.5"], "rollback_drop must be in [0, 1), got 1.5"),
         (["resume=/nonexistent/last.pt"], "checkpoint not found: /nonexistent/last.pt"),
     ],
 )
@@ -222,6 +223,58 @@ def test_resume_continues_bit_for_bit(tmp_path):
     for k, v in a["actor"].items():
         assert torch.equal(v, b["actor"][k]), k
     assert a["train"]["ppo"]["lr"] == b["train"]["ppo"]["lr"]
+
+
+def test_rollback_goes_on_from_best(tmp_path):
+    """rollback_drop: an evaluation more than that fraction below the best sends training back
+    to best.pt's actor, critic and optimizer; the rollback is in metrics.csv and the summary."""
+    run = tmp_path / "run"
+    p = run_cli(
+        "ppo_robot.train",
+        f"run_dir={run}",
+        "seed=0",
+        "env.num_envs=32",
+        "ppo.n_steps=16",
+        f"total_steps={6 * 32 * 16}",
+        "eval_every=1",
+        "eval_episodes=4",
+        "rollback_drop=0.05",
+        "keep_checkpoints=true",
+        "progress=false",
+        check=True,
+        timeout=300,
+    )
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
+    rolled = [i for i, r in enumerate(rows) if r["rollback"] == "1"]
+    assert rolled and last_json(p.stdout)["rollbacks"] == len(rolled)
+    assert "rolled back to best.pt" in p.stderr
+
+    def kept(i):  # the checkpoint kept after update i (after any rollback there)
+        return torch.load(
+            run / f"checkpoints/step_{int(rows[i]['step']):09d}.pt", weights_only=False
+        )
+
+    best, best_key = None, None
+    for i, r in enumerate(rows):
+        key = (float(r["eval_success"]), float(r["eval_return"]))
+        if best_key is None or key > best_key:
+            best, best_key = i, key
+            assert r["rollback"] == ""
+            continue
+        drop = float(rows[best]["eval_return"]) - float(r["eval_return"])
+        assert (r["rollback"] == "1") == (drop > 0.05 * abs(float(rows[best]["eval_return"])))
+        if r["rollback"] == "1":
+            a, b = kept(i), kept(best)
+            for part in ("actor", "critic"):
+                sa = a[part] if part == "actor" else a["train"][part]
+                sb = b[part] if part == "actor" else b["train"][part]
+                assert all(torch.equal(v, sb[k]) for k, v in sa.items()), part
+            assert a["train"]["ppo"]["lr"] == b["train"]["ppo"]["lr"]
+            opt_a = a["train"]["ppo"]["optimizer"]["state"]
+            opt_b = b["train"]["ppo"]["optimizer"]["state"]
+            assert all(torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"]) for k in opt_a)
+            assert a["train"]["step"] > b["train"]["step"]  # the steps spent still count
+            assert a["train"]["ppo"]["updates_done"] == a["train"]["update"]  # and the schedule
 
 
 def test_multirun_sweeps_seeds(tmp_path):
