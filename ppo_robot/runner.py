@@ -174,9 +174,7 @@ class Runner:
 
             raise UserError(f"resume: checkpoint {path} is for another observation size")
         t = ck["train"]
-        self.actor.load_state_dict(ck["actor"])
-        self.critic.load_state_dict(t["critic"])
-        self.ppo.load_state_dict(t["ppo"])
+        self._load_learner(ck, t["ppo"]["updates_done"])
         self.update, self.step = t["update"], t["step"]
         self.wall_before = t["wall_s"]
         self.best_key = tuple(t["best_key"])
@@ -202,11 +200,15 @@ class Runner:
         """Go on from best.pt's policy, critic and optimizer (observation normalizer and adapted
         learning rate included). Steps, the learning-rate schedule's count of updates,
         environments, random streams and the return scaler go on."""
-        t = load_checkpoint(self.run_dir / "checkpoints" / "best.pt")
-        self.actor.load_state_dict(t["actor"])
-        self.critic.load_state_dict(t["train"]["critic"])
-        self.ppo.load_state_dict({**t["train"]["ppo"], "updates_done": self.ppo.updates_done})
+        best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt")
+        self._load_learner(best, self.ppo.updates_done)
         self.rollbacks += 1
+
+    def _load_learner(self, ck: dict[str, Any], updates_done: int) -> None:
+        """A checkpoint's actor, critic and optimizer, with the schedule at `updates_done`."""
+        self.actor.load_state_dict(ck["actor"])
+        self.critic.load_state_dict(ck["train"]["critic"])
+        self.ppo.load_state_dict({**ck["train"]["ppo"], "updates_done": updates_done})
 
     # ---------------------------------------------------------------- loop
 

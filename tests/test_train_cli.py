@@ -265,10 +265,8 @@ def test_rollback_goes_on_from_best(tmp_path):
         assert (r["rollback"] == "1") == (drop > 0.05 * abs(float(rows[best]["eval_return"])))
         if r["rollback"] == "1":
             a, b = kept(i), kept(best)
-            for part in ("actor", "critic"):
-                sa = a[part] if part == "actor" else a["train"][part]
-                sb = b[part] if part == "actor" else b["train"][part]
-                assert all(torch.equal(v, sb[k]) for k, v in sa.items()), part
+            for sa, sb in ((a["actor"], b["actor"]), (a["train"]["critic"], b["train"]["critic"])):
+                assert all(torch.equal(v, sb[k]) for k, v in sa.items())
             assert a["train"]["ppo"]["lr"] == b["train"]["ppo"]["lr"]
             opt_a = a["train"]["ppo"]["optimizer"]["state"]
             opt_b = b["train"]["ppo"]["optimizer"]["state"]
