@@ -24,6 +24,8 @@ import mujoco
 import numpy as np
 import yaml
 
+from ppo_robot.paths import find_config_file
+
 
 class RandomizationError(ValueError):
     """A randomization or reality config that cannot be applied."""
@@ -248,10 +250,11 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
 
 
 def load(path: str | Path) -> Randomization:
-    """Read a randomization or reality YAML file."""
-    p = Path(path)
-    if not p.is_file():
-        raise RandomizationError(f"reality/randomization file not found: {p}")
+    """Read a randomization or reality YAML file: `path` where it exists, else the file it
+    names in the configs (`configs/realities/x.yaml`, `x`, `x.yaml`: a packaged reality)."""
+    p = find_config_file(path, "realities")
+    if p is None:
+        raise RandomizationError(f"reality/randomization file not found: {Path(path)}")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:

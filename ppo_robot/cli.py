@@ -15,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+from ppo_robot.paths import config_dir
+
+CONFIG_DIR = str(config_dir())
+"""The folder Hydra composes from (see ppo_robot.paths)."""
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 3
 
