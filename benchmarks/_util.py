@@ -50,10 +50,18 @@ def quick_policy(
 
 
 def rate_policy(out_dir: Path, rate_hz: int) -> Path:
-    """A real Furuta policy at rate_hz after one PPO update (so its commands stay small),
-    exported to ONNX: for loop timing and the bridge's tests."""
+    """A real Furuta policy at rate_hz after one PPO update at a tiny learning rate, exported
+    to ONNX: for loop timing and the bridge's tests. Its commands stay within millivolts,
+    far below the arm's friction, so a run of any length keeps the arm inside its travel
+    (the spec's envelope, where the controllers raise LIMIT)."""
     return quick_policy(
-        out_dir, f"env.control_hz={rate_hz}", "ppo.n_steps=64", "eval_episodes=2", steps=4096
+        out_dir,
+        f"env.control_hz={rate_hz}",
+        "ppo.n_steps=64",
+        "eval_episodes=2",
+        "ppo.lr=1e-6",
+        "ppo.lr_schedule=constant",
+        steps=4096,
     )
 
 

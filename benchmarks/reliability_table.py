@@ -48,6 +48,8 @@ OTHER_BAD_INPUT = [
 
 SECTIONS = [
     ("link", "Faults on the link"),
+    ("envelope", "The robot's safe envelope"),
+    ("handshake", "Refused at the handshake"),
     ("recovery", "Transient faults with recovery on"),
     ("reset", "Controller resets"),
     ("crash", "Crashes"),

@@ -105,7 +105,7 @@ def synthesize(
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "note": "synthesized by benchmarks/replay_speed.py",
     }
-    rlog = RolloutLog(path, meta, queue_size=1 << 20)
+    rlog = RolloutLog(path, meta, queue_size=1 << 20, clock=lambda: 0)  # synthetic clock
     ticks = int(round(seconds * spec.control_hz))
     ctrl = np.zeros(spec.n_actuators)
     pending: list[tuple[int, np.ndarray]] = []

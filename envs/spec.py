@@ -150,6 +150,23 @@ class RobotSpec(ABC):
     def resolution(self) -> np.ndarray:
         return np.array([s.resolution for s in self.sensors], dtype=np.float64)
 
+    @property
+    def sensor_low(self) -> np.ndarray:
+        """Lower edge of each sensor's safe envelope, in layout order."""
+        return np.array([s.low for s in self.sensors], dtype=np.float64)
+
+    @property
+    def sensor_high(self) -> np.ndarray:
+        """Upper edge of each sensor's safe envelope, in layout order."""
+        return np.array([s.high for s in self.sensors], dtype=np.float64)
+
+    def out_of_envelope(self, sensors: np.ndarray) -> np.ndarray:
+        """(..., n_sensors) readings -> (...,) bool: some reading is outside its sensor's
+        [low, high] or not finite. The one envelope that training terminates on, the host
+        loop faults on and the controllers raise LIMIT on."""
+        inside = (sensors >= self.sensor_low) & (sensors <= self.sensor_high)
+        return ~np.all(inside, axis=-1)
+
     def action_to_command(self, action: np.ndarray) -> np.ndarray:
         """Policy output (mean action, nominally in [-1, 1]) -> command in physical units.
 
@@ -235,9 +252,11 @@ class RobotSpec(ABC):
     def reward(self, sensors: np.ndarray, command: np.ndarray, action: np.ndarray) -> np.ndarray:
         """Per-step reward (N,) from true sensor values, the command and the raw action."""
 
-    @abstractmethod
     def terminated(self, sensors: np.ndarray) -> np.ndarray:
-        """(N,) bool: the robot left its safe envelope (episode ends, no bootstrap)."""
+        """(N,) bool: the robot left its safe envelope (episode ends, no bootstrap).
+
+        By default the sensors' envelope (`out_of_envelope`); a task may end earlier."""
+        return self.out_of_envelope(sensors)
 
     @abstractmethod
     def success(self, sensors: np.ndarray) -> np.ndarray:

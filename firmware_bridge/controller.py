@@ -4,7 +4,9 @@ Mirrors what the reference firmware does (docs/protocol.md, "Safety on the contr
 actuators armed only by ENABLE, disarmed by HELLO and DISABLE; COMMAND applied only while
 enabled and only when finite and inside the actuator limits (else fault BAD_COMMAND);
 a watchdog on the controller's own clock that puts the actuators in their safe state when
-no valid COMMAND arrives within `watchdog_ms`; faults latched until DISABLE.
+no valid COMMAND arrives within `watchdog_ms`; while armed, a sensor reading outside its
+safe range (or not finite) raises LIMIT, as the C firmware's `check_sensor_limits` does;
+faults latched until DISABLE.
 
 Time is injected (`now_us` arguments), so the state machine is tested on a virtual clock.
 """
@@ -53,6 +55,26 @@ class ControllerConfig:
     watchdog_ms: int = 50
     firmware_version: tuple[int, int, int] = (1, 0, 0)
     boot_id: int = 1
+    sensor_min: np.ndarray | None = None
+    """Safe range of each sensor (LIMIT outside it while armed); None = unchecked. As in the
+    C firmware, a sensor whose min is not below its max is unchecked."""
+    sensor_max: np.ndarray | None = None
+
+    @classmethod
+    def for_spec(cls, spec, **kw) -> ControllerConfig:
+        """The controller of a robot spec: its name, counts, limits, safe command and the
+        sensors' safe envelope; `kw` sets the rest (rates, watchdog, boot id)."""
+        return cls(
+            name=spec.name,
+            n_sensors=spec.n_sensors,
+            n_actuators=spec.n_actuators,
+            low=spec.command_low,
+            high=spec.command_high,
+            safe=spec.safe_command,
+            sensor_min=spec.sensor_low,
+            sensor_max=spec.sensor_high,
+            **kw,
+        )
 
 
 class Controller:
@@ -176,8 +198,19 @@ class Controller:
 
     # ------------------------------------------------------------------ time
 
+    def check_sensor_limits(self, sensors: np.ndarray, now_us: int) -> None:
+        """LIMIT on the first sensor outside its safe range (the C firmware's text)."""
+        lo, hi = self.cfg.sensor_min, self.cfg.sensor_max
+        if lo is None or hi is None:
+            return
+        bad = (lo < hi) & ~((sensors >= lo) & (sensors <= hi))
+        if bad.any():
+            i = int(np.argmax(bad))
+            self.raise_fault(FaultCode.LIMIT, now_us, f"sensor {i} outside its safe range")
+
     def poll(self, now_us: int, read_sensors: Callable[[], np.ndarray]) -> bool:
-        """Watchdog, then a STATE if one is due. Returns True when a STATE was sent."""
+        """Watchdog, then a STATE if one is due (sensors read, then checked while armed, as
+        the firmware's `send_state`). Returns True when a STATE was sent."""
         if self.enabled and now_us - self.last_cmd_us > self.cfg.watchdog_ms * 1000:
             self.watchdog_tripped = True
             self.watchdog_trips += 1
@@ -188,15 +221,11 @@ class Controller:
             self.next_state_us += period
             if now_us - self.next_state_us > period:  # fell behind: do not burst
                 self.next_state_us = now_us + period
+            sensors = read_sensors()
+            if self.enabled:
+                self.check_sensor_limits(sensors, now_us)
             self._send(
-                State(
-                    now_us,
-                    self.status,
-                    self.fault,
-                    self.last_cmd_seq,
-                    self.rx_errors,
-                    read_sensors(),
-                )
+                State(now_us, self.status, self.fault, self.last_cmd_seq, self.rx_errors, sensors)
             )
             return True
         return False

@@ -13,7 +13,10 @@ a symlink to it with `port_link=`), then forwards bytes both ways and, seeded, i
   `stall` (the line holds everything for `stall_ms`, then delivers it);
 - per byte: `bit_error` (one bit flipped, delimiters included: real line noise);
 - on a schedule, in seconds after the host's first byte: `stall_at_s=[...]`, and
-  `close_at_s` (the host's line closes, as when a cable is pulled).
+  `close_at_s` (the host's line closes, as when a cable is pulled);
+- on a message: `close_on=[DISABLE]` closes the host's line the moment the host sends a
+  frame of one of these types (the frame is not forwarded): a cable pulled exactly while
+  that message is in flight.
 
 Each setting applies to both directions; `h2c.<key>` (host -> controller) and `c2h.<key>`
 (controller -> host) override one. `frames=[STATE,COMMAND]` limits the per-frame faults to
@@ -119,7 +122,20 @@ class ProxySettings:
     frames: tuple[str, ...] = ()
     start_after_s: float = 0.0
     close_at_s: float | None = None
+    close_on: tuple[str, ...] = ()
+    """Close the host's line when the host sends a frame of one of these message types."""
     reconnect: bool = True
+
+
+def _message_types(key: str, values: Any) -> tuple[str, ...]:
+    """Message type names (any case) -> upper-case names; UserError naming the key."""
+    names = tuple(str(x).upper() for x in values)
+    for n in names:
+        if n not in MsgType.__members__:
+            raise UserError(
+                f"{key}: unknown message type '{n}' (one of {', '.join(MsgType.__members__)})"
+            )
+    return names
 
 
 def settings_from_config(cfg: Any) -> ProxySettings:
@@ -137,12 +153,8 @@ def settings_from_config(cfg: Any) -> ProxySettings:
     per = {d: rates(cfg[d]) for d in DIRECTIONS}
     for d in DIRECTIONS:
         per[d].check(f"{d}.")
-    names = tuple(str(x).upper() for x in cfg.frames)
-    for n in names:
-        if n not in MsgType.__members__:
-            raise UserError(
-                f"frames: unknown message type '{n}' (one of {', '.join(MsgType.__members__)})"
-            )
+    names = _message_types("frames", cfg.frames)
+    close_on = _message_types("close_on", cfg.close_on)
     if cfg.start_after_s < 0:
         raise UserError(f"start_after_s must be >= 0, got {cfg.start_after_s}")
     if cfg.close_at_s is not None and cfg.close_at_s < 0:
@@ -156,6 +168,7 @@ def settings_from_config(cfg: Any) -> ProxySettings:
         frames=names,
         start_after_s=float(cfg.start_after_s),
         close_at_s=None if cfg.close_at_s is None else float(cfg.close_at_s),
+        close_on=close_on,
         reconnect=bool(cfg.reconnect),
     )
 
@@ -240,6 +253,9 @@ class _Pipe:
         if mtype is not None:
             self.types[mtype] += 1
         self.owner._tap(self.name, now, seq, msg)
+        if self.name == "h2c" and mtype in self.owner.settings.close_on:
+            self.owner._close_host(now)  # the frame is lost with the line
+            return
         r = self.rates
         if not self.owner.active(now) or (
             self.owner.settings.frames and mtype not in self.owner.settings.frames

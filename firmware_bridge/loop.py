@@ -2,10 +2,13 @@
 log are handed to it.
 
 Each tick, at an absolute deadline (no drift; sleep, then a short spin for precision):
-read the newest STATE -> observation by the robot spec -> command source (the ONNX policy)
--> safety -> COMMAND -> hand the tick to the logger. Counts missed deadlines, measures
+read the newest STATE -> check it against the robot's safe envelope -> observation by the
+robot spec -> command source (the ONNX policy) -> safety -> COMMAND -> hand the tick to the
+logger. Counts missed deadlines, measures
 period error, state age (controller timestamp vs host clock) and per-stage compute time.
-Time is injected (`clock` in ns, `sleep` in s) so tests run it on a virtual clock.
+Time is injected (`clock` in ns, `sleep` in s) so tests run it on a virtual clock; in a
+deploy the clock is the rollout log's, so every tick and STATE is stamped on the log's one
+timeline (`firmware_bridge/rollout_log.py`).
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware_bridge.link import LinkError
-from firmware_bridge.protocol import CommandEncoder, Fault, FaultCode, Info, State
+from firmware_bridge.protocol import (
+    RESET_AFTER_OLD_STATES,
+    CommandEncoder,
+    Fault,
+    FaultCode,
+    Info,
+    State,
+)
 from firmware_bridge.safety import SafetyFault, SafetyLayer
 
 log = logging.getLogger(__name__)
-
-RESET_AFTER_OLD_STATES = 3
-"""This many STATEs in a row older than the newest one seen are a new stream: the controller
-reset. Fewer are frames the link duplicated, delayed or reordered; they are ignored."""
 
 
 def pct(x: np.ndarray, q: float) -> float | None:
@@ -63,7 +69,7 @@ class ControlLoop:
         duration_s: float,
         stale_state_ms: float,
         max_consecutive_overruns: int,
-        clock: Callable[[], int] = time.perf_counter_ns,
+        clock: Callable[[], int] = time.monotonic_ns,
         sleep: Callable[[float], None] = time.sleep,
         spin_us: float = 300.0,
         boot_id: int | None = None,
@@ -88,8 +94,8 @@ class ControlLoop:
     def request_stop(self, why: str) -> None:
         self.stop_requested = why
 
-    def _log_state(self, tick: int, t_host: float, seq: int, msg: State) -> None:
-        self.rlog.state(time.monotonic_ns(), tick, t_host, seq, msg)
+    def _log_state(self, tick: int, t_ns: int, seq: int, msg: State) -> None:
+        self.rlog.state(t_ns, tick, seq, msg)
 
     def run(
         self,
@@ -100,9 +106,10 @@ class ControlLoop:
         n_ticks: int | None = None,
     ) -> LoopResult:
         """Run until the duration, a stop request or a fault. `first`: the newest STATE
-        seen before the loop started (taken as received at the start). A run resumed after
-        a recovery passes `tick0` and `origin_ns` (the first run's start on `clock`), so
-        tick numbers and host times in the log continue, and the ticks left in `n_ticks`."""
+        seen before the loop started (taken as received at the start). `origin_ns`: the
+        origin of host times on `clock` (the rollout log's; default: this run's start). A
+        run resumed after a recovery passes `tick0`, so tick numbers continue, and the ticks
+        left in `n_ticks`."""
         spec, link, rlog = self.spec, self.link, self.rlog
         n = self.n_ticks if n_ticks is None else n_ticks
         period_err = np.zeros(n)
@@ -125,7 +132,7 @@ class ControlLoop:
         next_status = t_start + self.status_every_ns
         tick = 0
         if first is not None:
-            self._log_state(tick0, (t_start - origin) / 1e9, first_seq, first)
+            self._log_state(tick0, t_start, first_seq, first)
         try:
             while tick < n:
                 if self.stop_requested:
@@ -170,7 +177,7 @@ class ControlLoop:
                         res.states_received += 1
                         d = t0 - msg.t_us * 1000
                         offset_ns = d if offset_ns is None else min(offset_ns, d)
-                        self._log_state(tick0 + tick, t_host, seq, msg)
+                        self._log_state(tick0 + tick, t0, seq, msg)
                     elif isinstance(msg, Fault):
                         code = (
                             FaultCode(msg.code).name
@@ -199,6 +206,7 @@ class ControlLoop:
                     raise SafetyFault(
                         "controller_fault", f"controller reports latched fault {int(state.fault)}"
                     )
+                self.safety.check_state(state.sensors)
                 # ---- observation, policy, safety, command
                 t1 = self.clock()
                 sensors = state.sensors
@@ -219,9 +227,8 @@ class ControlLoop:
                 next_deadline = deadline + self.period_ns
                 missed = t5 > next_deadline or period_err[tick] > self.period_ns / 2e3
                 rlog.tick(
-                    time.monotonic_ns(),
+                    t0,
                     tick0 + tick,
-                    t_host,
                     obs,
                     np.asarray(action),
                     cmd,

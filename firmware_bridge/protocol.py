@@ -28,6 +28,9 @@ MAX_FRAME = 257
 """Largest frame, delimiter included, that a receiver accepts (docs/protocol.md, Framing)."""
 MAX_NAME = 32
 MAX_TEXT = 48
+RESET_AFTER_OLD_STATES = 3
+"""This many STATEs in a row older than the newest one seen are a new stream: the controller
+reset. Fewer are frames the link duplicated, delayed or reordered; they are ignored."""
 DELIMITER = b"\x00"
 
 # The CRC-32 of any data followed by its own little-endian CRC-32 is this constant, so a

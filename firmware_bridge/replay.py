@@ -38,12 +38,11 @@ from omegaconf import OmegaConf
 
 from firmware_bridge.loop import pct
 from ppo_robot.cli import UserError, run_app, write_summary
+from ppo_robot.paths import config_dir
 
 log = logging.getLogger("replay")
 
-DEFAULT_RANDOMIZATION = (
-    Path(__file__).resolve().parent.parent / "configs" / "randomization" / "default.yaml"
-)
+DEFAULT_RANDOMIZATION = config_dir() / "randomization" / "default.yaml"
 
 
 class _Skip(Exception):
@@ -361,9 +360,10 @@ def _run_summary(data, spec) -> tuple[dict[str, Any], dict[str, Any]]:
         out["limited_ticks"] = int(lim.sum())
     states = data.topic("/state")
     if rate and len(states) > 1:
-        from firmware_bridge.sysid import _unwrap_us
+        from firmware_bridge.rollout_log import controller_seconds
 
-        tu = _unwrap_us(np.array([x["t_us"] for x in states if "t_us" in x]))
+        tu, reset_at = controller_seconds([x["t_us"] for x in states if "t_us" in x])
+        tu = tu[:reset_at]  # a controller reset starts another clock
         gaps = np.diff(tu)
         bad = np.flatnonzero(np.abs(gaps - 1.0 / rate) > 0.25 / rate)
         out["state_gaps"] = {

@@ -8,7 +8,15 @@ Channels (JSON messages, each with a JSON schema):
   /timing       per tick: deadline, period error, state age, compute time per stage
   /events       enable, disable, faults, warnings, source changes
 Run metadata (MCAP metadata record "run"): policy file hash and metadata, robot layout,
-config, host, command source, format version.
+config, host, command source, format version, and the clock.
+
+One clock: every message on every channel is stamped from the log's host clock
+(`time.monotonic_ns` in a deploy; a simulation's own clock in a simulated episode), whose
+reading when the log was opened is the origin. `t_host` is seconds since that origin;
+MCAP's `log_time` (and `publish_time`) is the same instant in nanoseconds since the Unix
+epoch: `clock.origin_unix_ns + t_host * 1e9`, so Foxglove and replay show one timeline
+(the "clock" entry of the run metadata states it). The controller's `t_us` is its own
+64-bit clock since its boot, logged as received.
 
 A background thread writes from a bounded queue, so logging never stalls the control loop;
 a full queue is counted (`dropped`) and reported, never silent. The queue is a plain deque
@@ -26,6 +34,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,9 +98,15 @@ class RolloutLog:
         metadata: dict[str, Any],
         queue_size: int = 65536,
         flush_s: float = 0.05,
+        clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
+        """`clock`: the host clock in ns that every `t_ns` given to this log is read on;
+        its reading now is the origin of `t_host` (module docstring)."""
         from mcap.writer import Writer
 
+        self.clock = clock
+        self.origin_ns = clock()
+        self.origin_unix_ns = time.time_ns()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "wb")  # noqa: SIM115 - open for the whole run, closed in close()
@@ -107,7 +122,17 @@ class RolloutLog:
             self._chan[topic] = self._w.register_channel(
                 topic=topic, message_encoding="json", schema_id=sid
             )
-        meta = {"format": FORMAT, **{k: _as_text(v) for k, v in metadata.items()}}
+        clock_meta = {
+            "origin_unix_ns": self.origin_unix_ns,
+            "t_host": "seconds since the origin, on the host clock",
+            "log_time": "origin_unix_ns + t_host * 1e9 (ns since the Unix epoch)",
+            "t_us": "the controller's own clock, microseconds since its boot (64-bit)",
+        }
+        meta = {
+            "format": FORMAT,
+            "clock": _as_text(clock_meta),
+            **{k: _as_text(v) for k, v in metadata.items()},
+        }
         self._w.add_metadata("run", meta)
         self._f.flush()
         self._q: deque = deque()
@@ -117,24 +142,27 @@ class RolloutLog:
         self.written = 0
         self._closed = False
         self._stop = threading.Event()
-        self._t0 = time.monotonic_ns()
         self._thread = threading.Thread(target=self._run, name="rollout-log", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------ producer side (the loop)
 
     def put(self, topic: str, t_ns: int, msg: dict[str, Any]) -> None:
-        """Queue one message; never blocks. A full queue is counted in `dropped`."""
+        """Queue one message stamped `t_ns` on the log's clock (its `t_host`, if it has one,
+        must be `self.t_host(t_ns)`); never blocks. A full queue is counted in `dropped`."""
         if len(self._q) >= self._max:
             self.dropped += 1
         else:
             self._q.append((topic, t_ns, msg))
 
+    def t_host(self, t_ns: int) -> float:
+        """Seconds since the log's origin of a reading `t_ns` of its clock."""
+        return (t_ns - self.origin_ns) / 1e9
+
     def tick(
         self,
         t_ns: int,
         tick: int,
-        t_host: float,
         obs: np.ndarray,
         action: np.ndarray,
         command: np.ndarray,
@@ -143,14 +171,14 @@ class RolloutLog:
         limited: bool,
         timing: tuple[float, ...],
     ) -> None:
-        """One control tick as one queue item (arrays are copied here; the writer thread
-        builds the /observation, /action, /command and /timing messages)."""
+        """One control tick, started at `t_ns` on the log's clock, as one queue item (arrays
+        are copied here; the writer thread builds the /observation, /action, /command and
+        /timing messages)."""
         item = (
             _TICK,
             t_ns,
             (
                 tick,
-                t_host,
                 obs.copy(),
                 action.copy(),
                 command.copy(),
@@ -165,17 +193,18 @@ class RolloutLog:
         else:
             self._q.append(item)
 
-    def state(self, t_ns: int, tick: int, t_host: float, seq: int, msg: Any) -> None:
-        """A received STATE (an immutable protocol.State), formatted by the writer thread."""
+    def state(self, t_ns: int, tick: int, seq: int, msg: Any) -> None:
+        """A STATE (an immutable protocol.State) received at `t_ns` on the log's clock,
+        formatted by the writer thread."""
         if len(self._q) >= self._max:
             self.dropped += 1
         else:
-            self._q.append((_STATE, t_ns, (tick, t_host, seq, msg)))
+            self._q.append((_STATE, t_ns, (tick, seq, msg)))
 
     def event(self, kind: str, message: str, t_host: float | None = None) -> None:
-        now = time.monotonic_ns()
-        t = (now - self._t0) / 1e9 if t_host is None else t_host
-        self.put("/events", now, {"t_host": t, "kind": kind, "message": message})
+        """An event now, or at `t_host` seconds since the origin (a simulated episode)."""
+        t_ns = self.clock() if t_host is None else self.origin_ns + round(t_host * 1e9)
+        self.put("/events", t_ns, {"t_host": self.t_host(t_ns), "kind": kind, "message": message})
 
     # ------------------------------------------------------------ writer thread
 
@@ -194,8 +223,8 @@ class RolloutLog:
     def _write(self, item: tuple[str, int, Any]) -> None:
         topic, t_ns, msg = item
         if topic is _TICK:
-            tick, t_host, obs, action, command, seq, state_seq, limited, timing = msg
-            base = {"tick": tick, "t_host": t_host}
+            tick, obs, action, command, seq, state_seq, limited, timing = msg
+            base = {"tick": tick, "t_host": self.t_host(t_ns)}
             self._emit("/observation", t_ns, {**base, "obs": obs.tolist()})
             self._emit("/action", t_ns, {**base, "action": action.tolist()})
             self._emit(
@@ -212,10 +241,10 @@ class RolloutLog:
             self._emit("/timing", t_ns, {**base, **dict(zip(TIMING_FIELDS, timing, strict=True))})
             return
         if topic is _STATE:
-            tick, t_host, seq, st = msg
+            tick, seq, st = msg
             msg = {
                 "tick": tick,
-                "t_host": t_host,
+                "t_host": self.t_host(t_ns),
                 "seq": seq,
                 "t_us": st.t_us,
                 "status": int(st.status),
@@ -229,7 +258,8 @@ class RolloutLog:
 
     def _emit(self, topic: str, t_ns: int, msg: dict[str, Any]) -> None:
         data = json.dumps(msg, default=_jsonable, allow_nan=True).encode()
-        self._w.add_message(self._chan[topic], log_time=t_ns, data=data, publish_time=t_ns)
+        stamp = max(0, self.origin_unix_ns + (t_ns - self.origin_ns))
+        self._w.add_message(self._chan[topic], log_time=stamp, data=data, publish_time=stamp)
         self.written += 1
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
@@ -363,3 +393,24 @@ def read_log(path: str | Path) -> LogData:
             f"{p}: log format {data.metadata['run'].get('format')!r}, this ppo-robot reads {FORMAT}"
         )
     return data
+
+
+def controller_seconds(t_us: Any) -> tuple[np.ndarray, int | None]:
+    """Logged STATE stamps (the controller's 64-bit microsecond clock, in arrival order) ->
+    seconds, and the index of the first STATE of a new boot (None if the controller did
+    not reset).
+
+    The clock does not wrap. A reset starts it again from near zero: it shows as
+    `RESET_AFTER_OLD_STATES` STATEs in a row stamped earlier than the newest one seen (the
+    host loop's rule, on seqs); fewer are STATEs the link duplicated, delayed or reordered.
+    """
+    from firmware_bridge.protocol import RESET_AFTER_OLD_STATES as K
+
+    t = np.asarray(t_us, dtype=np.int64)
+    seconds = t / 1e6
+    if t.size <= K:
+        return seconds, None
+    behind = np.zeros(t.size, dtype=bool)
+    behind[1:] = t[1:] < np.maximum.accumulate(t)[:-1]
+    runs = np.lib.stride_tricks.sliding_window_view(behind, K).all(axis=1)
+    return seconds, (int(np.argmax(runs)) if runs.any() else None)

@@ -1,6 +1,11 @@
-"""The host's safety layer: every command passes through it before it reaches the wire.
+"""The host's safety layer: every STATE is checked and every command passes through it
+before it reaches the wire.
 
-Steps, in order: NaN/inf guard (a non-finite policy output is a fault, never a command),
+STATE check: every reading finite and inside its sensor's safe envelope [low, high] (the
+robot spec's, the same numbers training terminates on and the controller raises LIMIT on),
+else a `sensor_envelope` fault naming the sensor and the value.
+
+Command steps, in order: NaN/inf guard (a non-finite policy output is a fault, never a command),
 soft-start ramp after enable (the allowed distance from the safe command grows from 0 to
 the full range over `soft_start_s`), maximum change per tick, clamp to the robot's limits.
 Stale-state and overrun limits are checked by the loop with the figures configured here.
@@ -35,8 +40,15 @@ class SafetyConfig:
 
 class SafetyLayer:
     def __init__(
-        self, low: np.ndarray, high: np.ndarray, safe: np.ndarray, cfg: SafetyConfig
+        self,
+        low: np.ndarray,
+        high: np.ndarray,
+        safe: np.ndarray,
+        cfg: SafetyConfig,
+        sensors: tuple = (),
     ) -> None:
+        """`low`, `high`, `safe`: the command limits and safe command; `sensors`: the robot
+        spec's `Sensor` entries, whose [low, high] every STATE is checked against."""
         self.low = np.asarray(low, dtype=np.float64)
         self.high = np.asarray(high, dtype=np.float64)
         self.safe = np.asarray(safe, dtype=np.float64)
@@ -45,6 +57,33 @@ class SafetyLayer:
         self.out = self.safe.copy()
         self._scratch = self.safe.copy()
         self.limited_ticks = 0
+        self.sensors = tuple(sensors)
+        self.sensor_low = np.array([s.low for s in self.sensors], dtype=np.float64)
+        self.sensor_high = np.array([s.high for s in self.sensors], dtype=np.float64)
+        self._ok = np.zeros(len(self.sensors), dtype=bool)
+        self._ok_high = np.zeros(len(self.sensors), dtype=bool)
+
+    @classmethod
+    def for_spec(cls, spec, cfg: SafetyConfig) -> SafetyLayer:
+        """The safety layer of a robot spec: its command limits, safe command and sensors."""
+        return cls(spec.command_low, spec.command_high, spec.safe_command, cfg, spec.sensors)
+
+    def check_state(self, sensors: np.ndarray) -> None:
+        """Raise a `sensor_envelope` fault unless every reading is finite and inside its
+        sensor's [low, high] (a NaN fails both comparisons). No allocation when it passes."""
+        if not self.sensors:
+            return
+        ok = np.greater_equal(sensors, self.sensor_low, out=self._ok)
+        np.logical_and(ok, np.less_equal(sensors, self.sensor_high, out=self._ok_high), out=ok)
+        if ok.all():
+            return
+        i = int(np.argmin(ok))
+        s, v = self.sensors[i], float(sensors[i])
+        raise SafetyFault(
+            "sensor_envelope",
+            f"sensor {s.name} = {v:g} {s.unit} is outside its safe envelope "
+            f"[{s.low:g}, {s.high:g}]",
+        )
 
     def reset(self) -> None:
         self.last[:] = self.safe

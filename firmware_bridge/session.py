@@ -2,7 +2,11 @@
 
 Everything that can be refused is refused here, before ENABLE and before any COMMAND:
 a controller that never answers, another robot, other sensor or actuator counts, a rate
-outside the controller's range or beyond the link budget.
+outside the controller's range or beyond the link budget, a rate whose period the
+controller's watchdog or the host's stale-state limit cannot wait through.
+
+ENABLE and DISABLE count as answered only by the ACK of the very message sent (its seq);
+`disable` never raises: a link that dies while DISABLE is in flight is reported, not thrown.
 """
 
 from __future__ import annotations
@@ -11,7 +15,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from firmware_bridge.link import LinkBudgetError, SerialLink, check_link_budget, latency_warning
+from firmware_bridge.link import (
+    LinkBudgetError,
+    LinkError,
+    SerialLink,
+    check_link_budget,
+    latency_warning,
+)
 from firmware_bridge.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -47,8 +57,10 @@ def handshake(
     baud: int,
     timeout_s: float = 2.0,
     check_budget: bool = True,
+    stale_state_ms: float | None = None,
 ) -> SessionInfo:
-    """HELLO -> INFO; check the controller against the robot spec and the link budget."""
+    """HELLO -> INFO; check the controller against the robot spec, the link budget, and
+    the control period against the controller's watchdog and the host's `stale_state_ms`."""
     rate = int(round(rate_hz))
     if abs(rate - rate_hz) > 1e-9:
         raise HandshakeError(f"rate_hz={rate_hz} must be a whole number of Hz on the wire")
@@ -102,10 +114,27 @@ def handshake(
         raise HandshakeError(
             f"rate {rate} Hz is outside the controller's range {info.min_rate_hz}..{info.max_rate_hz} Hz"
         )
+    check_period(rate_hz, info.watchdog_ms, stale_state_ms)
     warn = latency_warning(link.port, rate_hz) if link.port.startswith("/dev/") else None
     if warn:
         log.warning(warn)
     return SessionInfo(info, rate_hz, util, warn)
+
+
+def check_period(rate_hz: float, watchdog_ms: float, stale_state_ms: float | None) -> None:
+    """Refuse a control period the safety deadlines cannot wait through: with a period of
+    at least the controller's watchdog (or the host's stale-state limit) every tick would
+    trip it, so the run would fault as soon as it started."""
+    period_ms = 1000.0 / rate_hz
+    limits = [(f"the controller's watchdog of {watchdog_ms:g} ms", float(watchdog_ms))]
+    if stale_state_ms is not None:
+        limits.append((f"safety.stale_state_ms={stale_state_ms:g}", float(stale_state_ms)))
+    for what, limit_ms in limits:
+        if period_ms >= limit_ms:
+            raise HandshakeError(
+                f"rate {rate_hz:g} Hz: its period of {period_ms:g} ms is not shorter than "
+                f"{what}, so every tick would trip it (use a rate above {1000.0 / limit_ms:g} Hz)"
+            )
 
 
 def wait_state(link: SerialLink, timeout_s: float) -> State | None:
@@ -127,9 +156,13 @@ def newest_state(link: SerialLink, timeout_s: float) -> tuple[State, int] | None
 
 
 def enable(link: SerialLink, timeout_s: float = 0.5) -> None:
+    """Send ENABLE; return once the controller acknowledged that very ENABLE (its seq)."""
     seq = link.send_message(Enable())
     ack = link.wait_for(
-        lambda m: (isinstance(m, Ack) and m.acked_type == MsgType.ENABLE) or isinstance(m, Fault),
+        lambda m: (
+            (isinstance(m, Ack) and m.acked_type == MsgType.ENABLE and m.acked_seq == seq)
+            or isinstance(m, Fault)
+        ),
         timeout_s,
     )
     if ack is None:
@@ -142,21 +175,35 @@ def enable(link: SerialLink, timeout_s: float = 0.5) -> None:
         )
 
 
-def disable(link: SerialLink, timeout_s: float = 0.5, tries: int = 3) -> bool:
-    """Send DISABLE until acknowledged (or a STATE shows the actuators disarmed)."""
+@dataclass
+class Disabled:
+    """How a DISABLE ended: confirmed, or why not (`link_lost` names a dead link)."""
+
+    confirmed: bool
+    link_lost: str | None = None
+    """The link error that ended the attempt, when the port went away (a pulled cable)."""
+
+    def __bool__(self) -> bool:
+        return self.confirmed
+
+
+def disable(link: SerialLink, timeout_s: float = 0.5, tries: int = 3) -> Disabled:
+    """Send DISABLE until one is acknowledged (the ACK of a DISABLE this call sent) or a STATE
+    shows the actuators disarmed. Never raises: a link that fails while sending or waiting
+    ends the attempt with `link_lost` set."""
+    sent: set[int] = set()
+
+    def answered(m) -> bool:
+        if isinstance(m, Ack):
+            return m.acked_type == MsgType.DISABLE and m.acked_seq in sent
+        return isinstance(m, State) and not (Status(m.status) & Status.ENABLED)
+
     for _ in range(tries):
         try:
             link.send(b"\x00")
-            link.send_message(Disable())
-        except Exception:  # the link may be gone; nothing more to do from here
-            return False
-        m = link.wait_for(
-            lambda m: (
-                (isinstance(m, Ack) and m.acked_type == MsgType.DISABLE)
-                or (isinstance(m, State) and not (Status(m.status) & Status.ENABLED))
-            ),
-            timeout_s,
-        )
-        if m is not None:
-            return True
-    return False
+            sent.add(link.send_message(Disable()))
+            if link.wait_for(answered, timeout_s) is not None:
+                return Disabled(True)
+        except LinkError as e:  # the port went away: the controller's watchdog makes it safe
+            return Disabled(False, str(e))
+    return Disabled(False)

@@ -159,7 +159,7 @@ def write_sim_episode(
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path = Path(path)
-    rlog = RolloutLog(path, meta)
+    rlog = RolloutLog(path, meta, clock=lambda: 0)  # the simulation's clock: t_host = sim time
     safe = spec.safe_command
     lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
     pending: list[tuple[int, np.ndarray]] = []

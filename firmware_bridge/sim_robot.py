@@ -159,13 +159,8 @@ def serve(cfg: Any) -> dict[str, Any]:
     boot_id = (
         int(cfg.boot_id) if cfg.boot_id is not None else int.from_bytes(os.urandom(4), "little")
     )
-    ccfg = ControllerConfig(
-        name=spec.name,
-        n_sensors=spec.n_sensors,
-        n_actuators=spec.n_actuators,
-        low=spec.command_low,
-        high=spec.command_high,
-        safe=spec.safe_command,
+    ccfg = ControllerConfig.for_spec(
+        spec,
         min_rate_hz=int(cfg.min_rate_hz),
         max_rate_hz=int(cfg.max_rate_hz),
         watchdog_ms=int(cfg.watchdog_ms),

@@ -5,12 +5,18 @@ A source is a function (obs, sensors, tick) -> command in actuator units. Every 
 through the same fixed-rate loop, safety layer, handshake checks and MCAP log as the policy;
 the log records which source drove the run. Anything that would exceed the actuator limits
 is refused before enable, naming the limit (never silently clipped).
+
+An open-loop excitation of an effort actuator makes a joint with no spring drift: the
+Furuta's arm leaves its 2 rad travel within seconds under any of the shipped signals. An
+excitation can therefore hold one sensor near a target by a bounded PD term added to the
+signal (`centre`), which makes it a closed-loop experiment; identification fits the
+commands that were really sent (the log's), so it does not need to know the feedback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,26 @@ from ppo_robot.cli import UserError
 
 Source = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 SIGNALS = ("chirp", "steps", "prbs", "multisine")
+
+
+@dataclass(frozen=True)
+class Centring:
+    """A bounded PD term that keeps a drifting joint inside its travel during an excitation:
+    `clip(kp * (target - sensor) - kd * rate_sensor, -limit, limit)`, added to the signal."""
+
+    sensor: str
+    """The sensor held near `target` (e.g. arm_angle)."""
+    rate_sensor: str | None = None
+    """Its rate (e.g. arm_velocity), for the damping term; None = no damping term."""
+    target: float = 0.0
+    """Where the sensor is held, in its units."""
+    kp: float = 0.0
+    """Actuator units per sensor unit."""
+    kd: float = 0.0
+    """Actuator units per unit of the rate sensor."""
+    limit: float = 0.0
+    """Largest |feedback| in actuator units; signal +- limit must stay inside the actuator
+    limits (checked before enable)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,8 @@ class Excitation:
     """Which actuator is excited; the others hold their safe command."""
     seed: int = 0
     """Seed of random levels (steps) and of the PRBS register."""
+    centre: Centring | None = None
+    """Hold a drifting joint inside its travel with a bounded PD term (None = open loop)."""
 
 
 def excitation_signal(ex: Excitation, rate_hz: float, duration_s: float) -> np.ndarray:
@@ -88,6 +116,13 @@ def parse_excitation(cfg: Any) -> Excitation:
     unknown = set(d) - set(Excitation.__dataclass_fields__)
     if unknown:
         raise UserError(f"excitation: unknown key '{sorted(unknown)[0]}'")
+    centre = d.pop("centre", None)
+    if centre is not None:
+        bad = set(centre) - set(Centring.__dataclass_fields__)
+        if bad or "sensor" not in centre:
+            what = f"unknown key '{sorted(bad)[0]}'" if bad else "needs 'sensor'"
+            raise UserError(f"excitation.centre: {what}")
+        d["centre"] = Centring(**centre)
     ex = Excitation(**d)
     if ex.signal not in SIGNALS:
         raise UserError(f"excitation.signal: unknown '{ex.signal}' (one of {SIGNALS})")
@@ -125,7 +160,9 @@ def make_source(cfg: Any, spec) -> tuple[Source, dict[str, Any]]:
         table = np.tile(spec.safe_command, (sig.size, 1))
         table[:, ex.actuator] = sig
         _check_limits(spec, table, f"excitation '{ex.signal}'")
-        meta = {"source": "excitation", "excitation": ex.__dict__}
+        meta = {"source": "excitation", "excitation": asdict(ex)}
+        if ex.centre is not None:
+            return _centred(spec, ex, table), meta
     elif cfg.source == "playback":
         table, meta = _playback_table(cfg, spec, rate)
     else:
@@ -138,6 +175,34 @@ def make_source(cfg: Any, spec) -> tuple[Source, dict[str, Any]]:
         return out
 
     return source, meta
+
+
+def _centred(spec, ex: Excitation, table: np.ndarray) -> Source:
+    """The excitation table plus the bounded PD term of `ex.centre` on its actuator."""
+    c = ex.centre
+    names = [s.name for s in spec.sensors]
+    for key in ("sensor", "rate_sensor"):
+        name = getattr(c, key)
+        if name is not None and name not in names:
+            raise UserError(f"excitation.centre.{key}: robot '{spec.name}' has no sensor '{name}'")
+    if c.limit < 0 or c.kp < 0 or c.kd < 0:
+        raise UserError("excitation.centre: kp, kd and limit must be >= 0")
+    wide = np.concatenate([table, table])
+    wide[: len(table), ex.actuator] += c.limit
+    wide[len(table) :, ex.actuator] -= c.limit
+    _check_limits(spec, wide, f"excitation '{ex.signal}' with its centring (+-{c.limit:g})")
+    i = names.index(c.sensor)
+    j = names.index(c.rate_sensor) if c.rate_sensor is not None else None
+    out = np.zeros(spec.n_actuators)
+    last = table.shape[0] - 1
+
+    def source(obs: np.ndarray, sensors: np.ndarray, tick: int) -> np.ndarray:
+        fb = c.kp * (c.target - sensors[i]) - (c.kd * sensors[j] if j is not None else 0.0)
+        out[:] = table[min(tick, last)]
+        out[ex.actuator] += min(max(fb, -c.limit), c.limit)
+        return out
+
+    return source
 
 
 def _playback_table(cfg: Any, spec, rate: float) -> tuple[np.ndarray, dict[str, Any]]:

@@ -34,6 +34,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from firmware_bridge.rollout_log import controller_seconds
+
 log = logging.getLogger(__name__)
 
 NO_COMMAND = 0xFFFFFFFF
@@ -106,16 +108,6 @@ class Trace:
         return np.maximum.accumulate(a) if a.size else a
 
 
-def _unwrap_us(t_us: np.ndarray) -> np.ndarray:
-    """32-bit microsecond timestamps -> monotonic seconds (wraps every 71.6 min)."""
-    t = np.asarray(t_us, dtype=np.int64)
-    if t.size < 2:
-        return t / 1e6
-    d = np.diff(t)
-    wraps = np.concatenate([[0], np.cumsum(d < -(1 << 31))])
-    return (t + wraps * (1 << 32)) / 1e6
-
-
 def trace_from_log(data, spec) -> Trace:
     """Build a Trace from a read log (`LogData`); raises ReplayError naming what is missing."""
     states = data.topic("/state")
@@ -126,7 +118,16 @@ def trace_from_log(data, spec) -> Trace:
     ok = [s for s in states if len(s.get("sensors", ())) == n]
     if len(ok) < len(states) and not ok:
         raise ReplayError(f"STATE messages do not carry the robot's {n} sensors")
-    t = _unwrap_us(np.array([s["t_us"] for s in ok]))
+    notes = []
+    t, reset_at = controller_seconds([s["t_us"] for s in ok])
+    if reset_at is not None:  # a new boot's clock: its STATEs belong to no command sent here
+        cut = float(ok[reset_at].get("t_host", np.inf))
+        notes.append(
+            f"the controller reset after {reset_at} STATEs (its clock started again); "
+            "what came after is not replayed"
+        )
+        ok, t = ok[:reset_at], t[:reset_at]
+        cmds = [c for c in cmds if float(c.get("t_host", -np.inf)) < cut]
     sensors = np.array([s["sensors"] for s in ok], dtype=np.float64)
     status = np.array([s.get("status", ENABLED) for s in ok], dtype=np.int64)
     order = np.argsort(t, kind="stable")
@@ -147,7 +148,6 @@ def trace_from_log(data, spec) -> Trace:
     if timing is None:
         timing = estimate_timing(ok, cmds, data.topic("/timing"))
     cmd_host = _send_times(cmds, data.topic("/timing"))
-    notes = []
     resolution = None
     pert = meta.get("perturbation") if meta.get("simulated") else None
     if isinstance(pert, dict):  # a simulated log states its sensor model exactly
@@ -208,7 +208,7 @@ def _send_times(cmds: list[dict], timing: list[dict]) -> np.ndarray:
 def estimate_timing(states: list[dict], cmds: list[dict], timing: list[dict]) -> Timing:
     """Bracket the host/controller clock offset (module docstring), with linear drift."""
     th = np.array([s["t_host"] for s in states], dtype=np.float64)
-    tu = _unwrap_us(np.array([s["t_us"] for s in states]))
+    tu = controller_seconds([s["t_us"] for s in states])[0]
     upper = th - tu  # offset <= this (a STATE is used after it was sent)
     t_up = tu
     low_t: list[float] = []

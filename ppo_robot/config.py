@@ -379,6 +379,9 @@ class FaultProxyConfig:
     """No fault before this many seconds after the host's first byte."""
     close_at_s: float | None = None
     """Close the host's line this many seconds after its first byte (a pulled cable)."""
+    close_on: list[str] = field(default_factory=list)
+    """Close the host's line when the host sends a frame of one of these message types
+    (e.g. [DISABLE]: a cable pulled while DISABLE is in flight); the frame is lost."""
     reconnect: bool = True
     """Reopen the upstream port when it goes away (a controller that restarts)."""
     duration_s: float | None = None

@@ -257,3 +257,54 @@ def test_unreachable_port_and_other_robot_policy(trained, tmp_path):
         *deploy_args(trained["onnx"], "/dev/null", tmp_path, "rate_hz=500"),
     )
     assert p.returncode == 2 and "500 Hz" in p.stderr
+
+
+def test_one_clock_on_every_channel(trained, sim_robot, tmp_path):
+    """Every message of a deploy log is stamped from one host clock: MCAP's log_time is the
+    log's stated origin plus t_host on every channel (ticks, STATEs and events alike), so
+    Foxglove and replay show one timeline, in the order things happened."""
+    sim = sim_robot()
+    t_before = time.time_ns()
+    p = run_cli(
+        "firmware_bridge.deploy",
+        *deploy_args(trained["onnx"], sim.port, tmp_path, "duration_s=1"),
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    log = read_log(last_json(p.stdout)["log"])
+    clock = log.run["clock"]
+    origin = int(clock["origin_unix_ns"])
+    assert t_before <= origin <= time.time_ns()
+    for topic, rows in log.messages.items():
+        stamps = np.array(log.log_time_ns[topic], dtype=np.int64)
+        t_host = np.array([r["t_host"] for r in rows])
+        assert np.all(np.abs(stamps - origin - np.round(t_host * 1e9)) <= 1), topic
+    events = {e["kind"]: e["t_host"] for e in log.topic("/events")}
+    ticks = log.array("/timing", "t_host")
+    assert events["enable"] < ticks[0] and ticks[-1] < events["disable"]
+    assert np.all(np.diff(ticks) > 0)
+    deadlines = log.array("/timing", "deadline")
+    assert np.all(ticks >= deadlines - 1e-6)  # a tick starts at (or after) its deadline
+
+
+def test_excitation_takes_the_robot_from_the_policy(trained, sim_robot, tmp_path):
+    sim = sim_robot()
+    p = run_cli(
+        "firmware_bridge.deploy",
+        "source=excitation",
+        *deploy_args(trained["onnx"], sim.port, tmp_path, "duration_s=1"),
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    s = last_json(p.stdout)
+    assert s["source"] == "excitation" and s["ticks"] == 100
+    assert read_log(s["log"]).run["robot"] == "furuta"
+    p = run_cli(
+        "firmware_bridge.deploy",
+        "source=excitation",
+        "robot=cartpole",
+        *deploy_args(trained["onnx"], sim.port, tmp_path / "b", "duration_s=1"),
+        timeout=60,
+    )
+    assert p.returncode == 2 and "robot=cartpole" in p.stderr and "'furuta'" in p.stderr
+    assert not (tmp_path / "b" / "logs").exists()

@@ -28,6 +28,33 @@ def test_c_unit_vector_and_fuzz_tests_under_sanitizers():
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
 
+def test_board_numbers_are_the_specs():
+    """The C side's robot numbers come from the spec: boards/furuta/robot_spec.h is exactly
+    what gen_spec writes from it (name, counts, each sensor's envelope, command limits,
+    encoder counts), the sketch and the host build take them from there and write none of
+    their own, and the arm's travel is one number: the envelope training terminates on."""
+    import numpy as np
+
+    from envs.furuta import ARM_TRAVEL, ENCODER_COUNTS
+    from envs.robots import get_robot
+    from firmware_bridge.firmware.gen_spec import header, header_path
+
+    spec = get_robot("furuta")
+    text = header_path("furuta").read_text()
+    assert text == header(spec), (
+        "robot_spec.h is stale: python -m firmware_bridge.firmware.gen_spec furuta"
+    )
+    assert f"#define ROBOT_SENSOR_MAX {{{ARM_TRAVEL!r}f," in text
+    assert f"#define ROBOT_ARM_ANGLE_COUNTS_PER_REV {ENCODER_COUNTS}" in text
+    assert (spec.sensors[0].low, spec.sensors[0].high) == (-ARM_TRAVEL, ARM_TRAVEL)
+    edge = np.array([[ARM_TRAVEL, 0, 0, 0], [np.nextafter(ARM_TRAVEL, 3), 0, 0, 0]])
+    assert spec.terminated(edge).tolist() == [False, True]
+    for src in ("boards/furuta/furuta.ino", "host/pr_host.c", "boards/furuta/furuta_io.h"):
+        code = re.sub(r"/\*.*?\*/|//[^\n]*", "", (FW / src).read_text(), flags=re.S)
+        for literal in ("2.3f", "10.0f", "2048", "cfg.n_sensors =", "sensor_min[0] ="):
+            assert literal not in code, (src, literal)
+
+
 def test_cross_compile_for_real_boards():
     if not (shutil.which("avr-gcc") or shutil.which("arm-none-eabi-gcc")):
         pytest.skip(

@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -447,6 +448,43 @@ def test_transient_stall_is_recovered_without_restart(policy, tmp_path, row, dir
     )
 
 
+def test_stop_during_recovery_never_re_enables(policy, tmp_path, row):
+    """Ctrl-C while a recovery backs off: the run ends by its fault, disabled, and the
+    controller is never armed again."""
+    rig = Rig(tmp_path)
+    try:
+        rig.start_deploy(policy, "recover.max=3", "recover.backoff_s=1.5", duration_s=5.0)
+        rig.wait_enabled(0.5)
+        rig.proxy.stall("c2h", 0.3)
+        end = time.monotonic() + 10
+        while rig.proxy.controller.enabled:  # stale_state -> DISABLE, then the back-off
+            assert time.monotonic() < end, "the host never disabled"
+            time.sleep(0.01)
+        time.sleep(0.5)
+        rig.deploy.send_signal(signal.SIGINT)
+        rc, s, err = rig.finish()
+    finally:
+        ctl, ctl_err, px = rig.close()
+    assert rc == 3, err
+    assert "Traceback" not in err
+    assert s["stopped_by"] == "SIGINT" and s["recoveries"] == 0, s
+    assert [(f["kind"], f["recovered"]) for f in s["faults"]] == [("stale_state", False)]
+    assert ctl_err.count("ENABLE at") == 1, ctl_err
+    log = check_log(s)
+    events = [e["kind"] for e in log.topic("/events")]
+    assert "recover_failed" in events and "recover" not in events, events
+    row.update(
+        section="recovery",
+        what="Ctrl-C during a recovery",
+        how="faultproxy: controller->host held 300 ms (stale_state); recover.max=3, "
+        "recover.backoff_s=1.5; SIGINT 0.5 s into the back-off",
+        happened="exit 3 `stale_state` (not recovered), stopped_by SIGINT; the recovery's "
+        "handshake sees the stop and does not re-enable (ENABLE sent once in the run)",
+        safe="disabled by the host's DISABLE after the stall; never armed again",
+        lost=f"the rest of the run: log complete, {s['ticks']} ticks",
+    )
+
+
 def test_lost_enable_is_refused_before_any_command(policy, tmp_path, row):
     rig = Rig(tmp_path, ProxySettings(h2c=Rates(drop=1.0), frames=("ENABLE",)))
     try:
@@ -466,6 +504,245 @@ def test_lost_enable_is_refused_before_any_command(policy, tmp_path, row):
         "the controller never armed",
         safe="never armed",
         lost="nothing (the log holds the refusal)",
+    )
+
+
+def test_link_lost_while_disable_in_flight_ends_cleanly(policy, tmp_path, row):
+    """The cable is pulled exactly as the host sends DISABLE at the end of a run: the
+    acknowledgement can never come. deploy still closes the log with its summary, prints
+    the JSON line naming the fault and exits 3; the controller's watchdog makes it safe."""
+    rig = Rig(tmp_path, ProxySettings(close_on=("DISABLE",)))
+    try:
+        rig.start_deploy(policy, duration_s=1.0)
+        rc, s, err = rig.finish()
+    finally:
+        ctl, ctl_err, px = rig.close()
+    assert rc == 3, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: link_lost:")
+    assert s is not None and s["ticks"] == RATE_HZ and s["stopped_by"] == "duration"
+    assert [f["kind"] for f in s["faults"]] == ["link_lost"] and not s["disable_confirmed"]
+    assert "while DISABLE was in flight" in s["faults"][0]["message"]
+    log = check_log(s)
+    assert log.metadata.get("summary"), "the log was not closed with its summary"
+    assert json.loads(Path(s["log"] + ".json").read_text()) == s
+    events = [e["kind"] for e in log.topic("/events")]
+    assert events[-2:] == ["fault", "disable"], events
+    assert px["closed_at_s"] is not None and px["frame_types"]["h2c"].get("DISABLE") == 1
+    wd = [float(x) for x in re.findall(r"no command for ([\d.]+) ms", ctl_err)]
+    assert "fault WATCHDOG" in ctl_err and wd and wd[0] <= WATCHDOG_MS + SLACK_MS, ctl_err
+    row.update(
+        section="link",
+        what="line closed while DISABLE is in flight",
+        how="faultproxy `close_on=[DISABLE]`: the host's line closes the moment the host "
+        "sends DISABLE at the end of a 1 s run (the DISABLE is lost with it)",
+        happened=f"exit 3 `link_lost` ({s['faults'][0]['message'][:80]}); summary printed, "
+        "log closed whole with it, signal handlers restored; DISABLE not confirmed",
+        safe=f"by the controller's watchdog (no command for {wd[0]:.1f} ms; limit "
+        f"{WATCHDOG_MS} ms)",
+        lost=f"nothing: log complete, {s['ticks']} ticks",
+    )
+
+
+# ------------------------------------------------------------------------ safe envelope
+
+
+class EnvelopeFreeController:
+    """A controller on a real pty with no sensor envelope of its own (as a servo bus, which
+    checks nothing): the state machine sim_robot runs, its sensors at rest until `bad_after_s`
+    after ENABLE, then `bad` on sensor `index`. Records every COMMAND it applied."""
+
+    def __init__(self, bad: float, index: int = 0, bad_after_s: float = 0.5) -> None:
+        import tty
+
+        from envs.robots import get_robot
+        from firmware_bridge.controller import Controller as StateMachine
+        from firmware_bridge.controller import ControllerConfig
+
+        spec = get_robot("furuta")
+        cfg = ControllerConfig.for_spec(spec, watchdog_ms=WATCHDOG_MS)
+        cfg = replace(cfg, sensor_min=None, sensor_max=None)
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.port = os.ttyname(self.slave)
+        self.ctl = StateMachine(cfg, lambda b: os.write(self.master, b))
+        self.applied: list[tuple[int, float]] = []
+        self.ctl.on_apply = lambda seq, v: self.applied.append((seq, float(v[0])))
+        self.bad, self.index, self.bad_after_s = bad, index, bad_after_s
+        self.bad_state_seqs: list[int] = []
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        enabled_at = None
+        while not self._stop:
+            now_us = int((time.monotonic() - t0) * 1e6)
+            try:
+                data = os.read(self.master, 4096)
+            except (BlockingIOError, OSError):
+                data = b""
+            if data:
+                self.ctl.receive(data, now_us)
+            if self.ctl.enabled and enabled_at is None:
+                enabled_at = now_us
+            bad = enabled_at is not None and now_us - enabled_at > self.bad_after_s * 1e6
+
+            def sensors(bad=bad) -> np.ndarray:
+                x = np.zeros(4)
+                if bad:
+                    x[self.index] = self.bad
+                    self.bad_state_seqs.append(self.ctl.seq)
+                return x
+
+            self.ctl.poll(now_us, sensors)
+            time.sleep(0.0005)
+
+    def close(self) -> None:
+        self._stop = True
+        self._t.join(timeout=2)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.mark.parametrize(
+    "bad,index,name", [(np.inf, 0, "arm_angle"), (150.0, 2, "arm_velocity")], ids=["inf", "fast"]
+)
+def test_sensor_outside_envelope_is_a_host_fault(policy, tmp_path, row, bad, index, name):
+    """A controller that checks nothing reports an inf arm angle (or a runaway velocity):
+    the host checks every STATE against the spec's envelope, sends no COMMAND computed from
+    it, goes to the safe state and names the sensor and the value."""
+    ctl = EnvelopeFreeController(bad, index)
+    try:
+        p = run_cli(
+            "firmware_bridge.deploy",
+            f"policy={policy}",
+            f"port={ctl.port}",
+            "duration_s=3",
+            f"log_dir={tmp_path}/logs",
+            "status=false",
+            "safety.max_consecutive_overruns=100000",
+            timeout=60,
+        )
+    finally:
+        ctl.close()
+    assert p.returncode == 3, p.stderr
+    assert "Traceback" not in p.stderr
+    s = last_json(p.stdout)
+    assert [f["kind"] for f in s["faults"]] == ["sensor_envelope"] and s["disable_confirmed"]
+    msg = s["faults"][0]["message"]
+    assert f"sensor {name} = {bad:g}" in msg and "outside its safe envelope" in msg, msg
+    first_bad = min(ctl.bad_state_seqs)
+    assert all(np.isfinite(v) for _, v in ctl.applied)
+    log = check_log(s)
+    answered = [c["state_seq"] for c in log.topic("/command")]
+    assert max(answered) < first_bad, "a COMMAND answered a STATE outside the envelope"
+    assert not ctl.ctl.enabled
+    events = [e["kind"] for e in log.topic("/events")]
+    assert "fault" in events and events[-1] == "disable"
+    row.update(
+        section="envelope",
+        what=f"sensor out of envelope on the host ({name} = {bad:g})",
+        how="a controller without an envelope of its own (the sim_robot state machine, "
+        f"limits off) reports {name} = {bad:g} from 0.5 s after enable; 100 Hz policy",
+        happened=f"exit 3 `sensor_envelope` ({msg}); fault event logged; DISABLE confirmed",
+        safe="at the tick that read it: no COMMAND answers that STATE, DISABLE follows",
+        lost=f"nothing: log complete, {s['ticks']} ticks",
+    )
+
+
+@pytest.mark.parametrize("firmware", ["sim_robot", "pr_host"])
+def test_arm_past_its_travel_raises_limit_on_both_controllers(tmp_path, row, firmware, request):
+    """The same LIMIT fault from the Python controller behind sim_robot as from the C
+    firmware: an excitation without its centring walks the arm out of its 2 rad travel
+    (the spec's envelope, the one number training terminates on)."""
+    link = tmp_path / "ctl"
+    if firmware == "pr_host":
+        binary = request.getfixturevalue("pr_host_bin")
+        ctl = Controller("--watchdog-ms", str(WATCHDOG_MS), link=link, binary=binary)
+    else:
+        ctl = Controller(f"watchdog_ms={WATCHDOG_MS}", link=link)
+    try:
+        p = run_cli(
+            "firmware_bridge.deploy",
+            "source=excitation",
+            "robot=furuta",
+            "excitation=steps",
+            "excitation.centre=null",
+            f"port={link}",
+            "duration_s=6",
+            f"log_dir={tmp_path}/logs",
+            "status=false",
+            "safety.max_consecutive_overruns=100000",
+            timeout=60,
+        )
+    finally:
+        _, ctl_err = ctl.stop()
+    assert p.returncode == 3, p.stderr
+    s = last_json(p.stdout)
+    assert [f["kind"] for f in s["faults"]] == ["controller_limit"], s["faults"]
+    msg = s["faults"][0]["message"]
+    assert "LIMIT: sensor 0 outside its safe range" in msg, msg
+    log = check_log(s)
+    arm = np.array([st["sensors"][0] for st in log.topic("/state")])
+    assert 1.8 < np.max(np.abs(arm)) < 2.3  # stopped at the envelope's edge, not beyond
+    row.update(
+        section="envelope",
+        what=f"arm past its travel, {firmware}",
+        how="`deploy source=excitation excitation=steps excitation.centre=null` (open-loop "
+        "+-3 V steps walk the arm off) against "
+        + ("the C firmware's host build" if firmware == "pr_host" else "sim_robot"),
+        happened=f"exit 3 `controller_limit` ({msg}); the controller went safe by itself",
+        safe=f"at the first STATE past 2 rad (largest arm angle logged "
+        f"{np.max(np.abs(arm)):.3f} rad)",
+        lost=f"nothing: log complete, {s['ticks']} ticks",
+    )
+
+
+# ------------------------------------------------------------------------ refused at handshake
+
+
+@pytest.mark.parametrize(
+    "rate,extra,expect",
+    [
+        (15, (), "not shorter than the controller's watchdog of 50 ms"),
+        (40, ("safety.stale_state_ms=20",), "not shorter than safety.stale_state_ms=20"),
+    ],
+    ids=["watchdog", "stale"],
+)
+def test_rate_the_watchdog_cannot_serve_is_refused(policy, tmp_path, row, rate, extra, expect):
+    """A control period longer than the controller's watchdog (or the host's stale-state
+    limit) would trip it at every tick: refused with one line before ENABLE."""
+    ctl = Controller(f"watchdog_ms={WATCHDOG_MS}", link=tmp_path / "ctl")
+    try:
+        p = run_cli(
+            "firmware_bridge.deploy",
+            "source=excitation",
+            f"policy={policy}",  # the robot comes from the policy's metadata
+            f"rate_hz={rate}",
+            f"port={tmp_path / 'ctl'}",
+            "duration_s=2",
+            f"log_dir={tmp_path}/logs",
+            "status=false",
+            *extra,
+            timeout=60,
+        )
+    finally:
+        summary, ctl_err = ctl.stop()
+    assert p.returncode == 2, p.stderr
+    assert expect in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) <= 2, p.stderr
+    assert summary["commands_applied"] == 0 and "ENABLE at" not in ctl_err
+    assert not list((tmp_path / "logs").glob("*.mcap")) if (tmp_path / "logs").exists() else True
+    row.update(
+        section="handshake",
+        what=f"rate below the {'watchdog' if not extra else 'stale-state limit'} ({rate} Hz)",
+        how=f"`deploy rate_hz={rate}{' ' + ' '.join(extra) if extra else ''}` against "
+        f"sim_robot watchdog_ms={WATCHDOG_MS}",
+        happened=f"exit 2: {p.stderr.strip().splitlines()[-1].removeprefix('error: ')[:150]}",
+        safe="never armed (no ENABLE sent)",
+        lost="nothing written",
     )
 
 

@@ -18,7 +18,7 @@ from envs.randomization import load, parse
 from envs.robots import get_robot
 from firmware_bridge import sysid
 from firmware_bridge.replay import fitted_reality, suggested_randomization
-from firmware_bridge.rollout_log import RolloutLog, read_log
+from firmware_bridge.rollout_log import RolloutLog, controller_seconds, read_log
 from tests.conftest import FIT_TRUTH, ROOT, last_json, run_cli, start_cli, write_truth_reality
 
 SENSORS = ["arm_angle", "pend_angle", "arm_velocity", "pend_velocity"]
@@ -413,3 +413,32 @@ def test_fit_outputs_are_randomization_configs():
     assert sug["latency_s"]["low"] == 0.0 and sug["latency_s"]["high"] == pytest.approx(0.0115)
     assert sug["params"]["back_emf"]["high"] == pytest.approx(1.15 * 0.8)
     assert sug["params"]["damping_pend_joint"]["low"] == pytest.approx(0.75)
+
+
+def test_controller_clock_is_64_bit_and_a_reset_starts_a_new_one():
+    """t_us is the controller's 64-bit clock: 83 minutes of uptime are not a wrap. Three
+    STATEs in a row stamped before the newest are a reset (the host loop's rule); one or
+    two are a duplicated, delayed or reordered STATE."""
+    t0 = 5_000_000_000  # past 2**32 us: a 32-bit counter would have wrapped by now
+    s, reset = controller_seconds([t0, t0 + 10_000, t0 + 20_000, 1_000, 11_000, 21_000, 31_000])
+    assert reset == 3
+    assert s[2] - s[0] == pytest.approx(0.02) and s[0] == pytest.approx(t0 / 1e6)
+    s, reset = controller_seconds([0, 10_000, 5_000, 20_000, 20_000, 15_000, 30_000, 40_000])
+    assert reset is None and s.size == 8
+    s, reset = controller_seconds([2**32 - 10, 2**32 + 5, 2**32 + 20])
+    assert reset is None and np.all(np.diff(s) > 0)
+
+
+def test_replay_uses_the_states_before_a_controller_reset(tmp_path):
+    """A log whose controller reset mid-run (its clock restarts): the trace keeps the first
+    boot's STATEs and says so, instead of reading the new clock as a wrap or mixing them."""
+    spec = get_robot("furuta")
+    data = read_log(_synthetic_log(tmp_path / "a.mcap"))
+    states = data.messages["/state"]
+    for i, st in enumerate(states[100:]):  # a reboot: t_us from 0 again, sensors at rest
+        st["t_us"] = 10_000 * i
+        st["sensors"] = [0.0, 0.0, 0.0, 0.0]
+    tr = sysid.trace_from_log(data, spec)
+    assert tr.t.size == 100 and np.all(np.diff(tr.t) > 0)
+    assert any("reset after 100 STATEs" in n for n in tr.notes), tr.notes
+    assert tr.cmd.shape[0] <= 100

@@ -30,8 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "furuta_io.h"
 #include "pr_controller.h"
+#include "furuta_io.h" /* and robot_spec.h, the spec's numbers (generated) */
 
 #define POLL_TIMEOUT_US 200      /* main loop period bound: watchdog latency is this much */
 #define PLANT_DT_S 1.0e-4        /* integration step (RK4) */
@@ -537,13 +537,10 @@ int main(int argc, char **argv)
         seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)host.t0.tv_nsec;
     }
 
-    /* The Furuta robot, as boards/furuta/furuta.ino configures it (the arm's LIMIT aside:
-     * the plant has no cable to protect). */
+    /* The Furuta robot, as boards/furuta/furuta.ino configures it: the spec's counts,
+     * command limits and sensor envelope (LIMIT outside it while armed, as on the board). */
+    robot_spec_config(&cfg);
     cfg.name = name;
-    cfg.n_sensors = 4;
-    cfg.n_actuators = 1;
-    cfg.actuator_min[0] = -10.0f;
-    cfg.actuator_max[0] = 10.0f;
     cfg.min_rate_hz = 10;
     cfg.max_rate_hz = 2000;
     cfg.watchdog_ms = (uint16_t)watchdog_ms;

@@ -268,7 +268,8 @@ static void test_board_faults(void)
 {
     int i;
 
-    /* Arm past its cable travel (2.3 rad = 750 counts) while armed: LIMIT. */
+    /* Arm past its travel (the spec's envelope, robot_spec.h: 2 rad = 652 counts) while
+     * armed: LIMIT. */
     boot();
     send_hello(200);
     send(PR_MSG_ENABLE, NULL, 0);

@@ -18,8 +18,8 @@
 #include <Arduino.h>
 #include <string.h>
 
-#include "furuta_io.h"
 #include "pr_controller.h"
+#include "furuta_io.h" /* and robot_spec.h, the spec's numbers (generated) */
 
 /* ---- Pin map (README.md) -------------------------------------------------------------- */
 
@@ -45,8 +45,6 @@
 #define SERIAL_BAUD 1000000UL /* 2000 Hz of 46-byte STATE frames needs 920 kbit/s */
 #define MOTOR_SUPPLY_V 12.0f  /* the H-bridge's motor supply (VM); volts map to duty by it */
 #define PWM_MAX 255u          /* analogWrite range */
-#define VOLTAGE_LIMIT 10.0f   /* actuator limits, as the robot spec's (envs/furuta.py) */
-#define ARM_SAFE_RAD 2.3f     /* arm travel the cable allows, either side: LIMIT beyond */
 #define FIRMWARE_VERSION_MAJOR 0
 #define FIRMWARE_VERSION_MINOR 1
 #define FIRMWARE_VERSION_PATCH 0
@@ -250,13 +248,9 @@ void setup()
     attachInterrupt(digitalPinToInterrupt(PIN_PEND_A), isr_pend, CHANGE);
     attachInterrupt(digitalPinToInterrupt(PIN_PEND_B), isr_pend, CHANGE);
 
-    cfg.name = "furuta";
-    cfg.n_sensors = 4;
-    cfg.n_actuators = 1;
-    cfg.actuator_min[0] = -VOLTAGE_LIMIT;
-    cfg.actuator_max[0] = VOLTAGE_LIMIT;
-    cfg.sensor_min[0] = -ARM_SAFE_RAD; /* arm_angle: LIMIT outside the cable's travel */
-    cfg.sensor_max[0] = ARM_SAFE_RAD;  /* the other sensors are unchecked (min == max == 0) */
+    /* Name, counts, command limits and each sensor's safe envelope (LIMIT outside it while
+     * armed: the arm beyond its travel, a runaway velocity) from the robot spec. */
+    robot_spec_config(&cfg);
     cfg.min_rate_hz = 10;
     cfg.max_rate_hz = 2000;
     cfg.watchdog_ms = 50;

@@ -14,20 +14,23 @@
 
 #include <stdint.h>
 
+#include "robot_spec.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /*
  * Encoder resolution: counts per revolution after x4 quadrature decoding (every edge of
- * both channels counts). 2048 is the QUBE-Servo 2's figure ("2048 counts/rev in
- * quadrature", i.e. a 512-line encoder) that the simulation quantizes to (envs/furuta.py,
- * ENCODER_COUNTS). A 2048-line (CPR) encoder gives 8192 counts: set 8192 here, and in
- * the simulation, so that both agree.
+ * both channels counts), from the robot spec (envs/furuta.py, ENCODER_COUNTS; generated
+ * into robot_spec.h). 2048 is the QUBE-Servo 2's figure ("2048 counts/rev in quadrature",
+ * i.e. a 512-line encoder). A 2048-line (CPR) encoder gives 8192 counts: set 8192 in the
+ * spec and generate robot_spec.h again, so that simulation and board agree.
  */
-#ifndef FURUTA_COUNTS_PER_REV
-#define FURUTA_COUNTS_PER_REV 2048
+#if ROBOT_ARM_ANGLE_COUNTS_PER_REV != ROBOT_PEND_ANGLE_COUNTS_PER_REV
+#error "furuta_io.h converts both encoders with one count per revolution: the spec's differ"
 #endif
+#define FURUTA_COUNTS_PER_REV ROBOT_ARM_ANGLE_COUNTS_PER_REV
 
 /* Velocity estimator: finite difference every FURUTA_VEL_PERIOD_US (2 kHz, the fastest
  * STATE rate), first-order low-pass at FURUTA_VEL_CUTOFF_HZ. 50 Hz passes the pendulum's
