@@ -54,18 +54,23 @@ class PPOConfig:
     """Minibatches per epoch; must divide T x num_envs."""
     lr: float = 3e-4
     """(Initial) learning rate."""
-    lr_schedule: str = "adaptive"
-    """constant, linear (to 0 at the end) or adaptive (by KL, RSL-RL)."""
+    lr_schedule: str = "auto"
+    """constant, linear (lr x (1 - updates done / all updates)), adaptive (RSL-RL: / 1.5 when
+    a minibatch's KL before its step is above 2 x desired_kl, x 1.5 below half of it) or
+    auto: adaptive under objective=clip, constant under kl (where beta adapts on the KL;
+    kl with adaptive is allowed, with a warning)."""
     lr_min: float = 1e-5
     """Lower bound of the adaptive schedule."""
     lr_max: float = 1e-2
     """Upper bound of the adaptive schedule."""
     desired_kl: float = 0.01
-    """KL target of the adaptive schedule and of the KL-penalty objective."""
+    """KL target of the adaptive schedule (each minibatch's KL before its step) and of the
+    KL penalty (objective=kl: the KL over the batch after the update's epochs doubles beta
+    above 1.5 x this, halves it below this / 1.5)."""
     kl_beta: float = 1.0
     """Initial KL penalty coefficient (objective=kl)."""
     kl_stop: float = 0.0
-    """Stop an update's epochs when a minibatch's KL exceeds this (0 = off)."""
+    """Stop an update before the first minibatch whose KL exceeds this (0 = off)."""
     gamma: float = 0.99
     """Discount."""
     lam: float = 0.95
@@ -92,6 +97,12 @@ class PPOConfig:
     """Scale rewards by the running std of the discounted return."""
     obs_clip: float = 10.0
     """Clip of the normalized observation."""
+
+    def resolved_lr_schedule(self) -> str:
+        """The learning-rate schedule in force: `lr_schedule` with auto resolved by objective."""
+        if self.lr_schedule == "auto":
+            return "adaptive" if self.objective == "clip" else "constant"
+        return self.lr_schedule
 
 
 @dataclass
@@ -124,7 +135,11 @@ class TrainConfig:
     keep_checkpoints: bool = False
     """Also keep each evaluation's checkpoint as checkpoints/step_NNNNNNNNN.pt."""
     resume: str | None = None
-    """Checkpoint to continue from (same config), e.g. runs/x/checkpoints/last.pt."""
+    """Checkpoint to continue from (same config), e.g. runs/x/checkpoints/last.pt. Training
+    goes on in run_dir (a new folder by default; the checkpoint's own run folder to go on
+    there), which first receives the run's history: its best.pt (for rollback_drop and the
+    summary) and its metrics.csv rows up to the checkpoint's update. The old folder is only
+    read."""
     progress: bool = True
     """Live progress bar on stderr."""
     stop_success: float = 0.0
@@ -417,8 +432,8 @@ def validate(cfg: TrainConfig) -> None:
             f"ppo.objective must be 'clip' or 'kl', got '{p.objective}'",
         ),
         (
-            p.lr_schedule in ("constant", "linear", "adaptive"),
-            f"ppo.lr_schedule must be constant, linear or adaptive, got '{p.lr_schedule}'",
+            p.lr_schedule in ("auto", "constant", "linear", "adaptive"),
+            f"ppo.lr_schedule must be auto, constant, linear or adaptive, got '{p.lr_schedule}'",
         ),
         (
             p.activation in ("tanh", "elu", "relu", "silu"),

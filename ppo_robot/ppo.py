@@ -1,13 +1,17 @@
 """PPO for continuous actions: it acts and it updates; the runner owns the loop.
 
 Objectives: the clipped surrogate (PPO2, Schulman et al. 2017, eq. 7) or the adaptive-KL
-penalty (PPO1, eq. 8, beta doubled/halved around a target KL). Optional value-loss
-clipping, entropy bonus, gradient-norm clipping, learning-rate schedules (constant, linear,
-adaptive by KL as in RSL-RL), KL early stop and advantages recomputed before each epoch.
+penalty (PPO1, eq. 8; section 4: after each update's epochs, d = E[KL[pi_old, pi]] over the
+batch doubles beta above 1.5 x the target and halves it below target / 1.5). Optional
+value-loss clipping, entropy bonus, gradient-norm clipping, learning-rate schedules
+(constant, linear, adaptive by each minibatch's KL as in RSL-RL; `auto`: adaptive under the
+clipped objective, constant under the KL penalty, so that one controller acts on the KL),
+KL early stop and advantages recomputed before each epoch.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +19,8 @@ import torch
 from ppo_robot.config import PPOConfig
 from ppo_robot.networks import Actor, Critic
 from ppo_robot.storage import Batch, RolloutStorage
+
+log = logging.getLogger(__name__)
 
 
 def gaussian_kl(mu0, sigma0, mu1, sigma1) -> torch.Tensor:
@@ -56,16 +62,50 @@ def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, eps=1e-5)
 
 
+def adapt_beta(beta: float, kl: float, target: float) -> float:
+    """PPO1's rule (Schulman et al. 2017, section 4) on d = E[KL[pi_old, pi]] after the update:
+    beta x 2 where d > 1.5 target, beta / 2 where d < target / 1.5, else unchanged."""
+    if kl > 1.5 * target:
+        return beta * 2.0
+    if kl < target / 1.5:
+        return beta / 2.0
+    return beta
+
+
+def adapt_lr(lr: float, kl: float, cfg: PPOConfig) -> float:
+    """RSL-RL's adaptive learning rate on one minibatch's KL before its step: / 1.5 above
+    2 x desired_kl (not below lr_min), x 1.5 below half of it (not above lr_max)."""
+    if kl > 2.0 * cfg.desired_kl:
+        return max(cfg.lr_min, lr / 1.5)
+    if 0.0 < kl < 0.5 * cfg.desired_kl:
+        return min(cfg.lr_max, lr * 1.5)
+    return lr
+
+
 @dataclass
 class UpdateStats:
+    """One update's figures (the runner's metrics.csv columns of the same names)."""
+
     policy_loss: float
+    """Policy loss, mean over the minibatch steps taken."""
     value_loss: float
-    entropy: float
+    """Value loss, mean over the minibatch steps taken."""
     kl: float
+    """KL(pi_old || pi) on each minibatch before its step, mean over the steps taken (what
+    the adaptive learning rate and kl_stop see; near 0 in the first epoch)."""
+    kl_post: float
+    """KL(pi_old || pi) over the whole batch after the update's epochs (what beta adapts on
+    under objective=kl)."""
+    entropy: float
+    """Policy entropy, mean over the minibatch steps taken."""
     clip_frac: float
+    """Fraction of samples whose ratio lies outside 1 +- clip, mean over the steps taken."""
     lr: float
+    """Learning rate at the end of the update."""
     beta: float
+    """KL penalty coefficient after this update's adaptation (objective=kl)."""
     epochs_run: float
+    """Epochs run: `epochs`, or where kl_stop stopped (minibatch steps / minibatches)."""
 
 
 class PPO:
@@ -74,6 +114,12 @@ class PPO:
         self.params = list(actor.parameters()) + list(critic.parameters())
         self.optimizer = adam(self.params, cfg.lr)
         self.lr = cfg.lr
+        self.lr_schedule = cfg.resolved_lr_schedule()
+        if cfg.objective == "kl" and self.lr_schedule == "adaptive":
+            log.warning(
+                "ppo.lr_schedule=adaptive with ppo.objective=kl: the learning rate and the KL "
+                "penalty's beta both adapt on the KL"
+            )
         self.beta = cfg.kl_beta
         self.total_updates = max(1, total_updates)
         self.updates_done = 0
@@ -91,6 +137,14 @@ class PPO:
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.actor.normalizer(obs))
+
+    @torch.no_grad()
+    def batch_kl(self, storage: RolloutStorage) -> float:
+        """E[KL(pi_old || pi)] over the whole batch: pi_old is the policy that collected it
+        (its mu and sigma are in storage), pi the actor as it is now."""
+        dist = self.actor.distribution(storage.obs.flatten(0, 1))
+        old_mu, old_sigma = storage.mu.flatten(0, 1), storage.sigma.flatten(0, 1)
+        return gaussian_kl(old_mu, old_sigma, dist.loc, dist.scale).mean().item()
 
     def _set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -145,9 +199,18 @@ class PPO:
 
         return refresh
 
+    def _step(self, total: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+
     def update(self, storage: RolloutStorage, generator: torch.Generator) -> UpdateStats:
+        """`epochs` passes of minibatch steps over the batch (stopped before the first
+        minibatch whose KL exceeds kl_stop), then beta adapts on the post-update KL."""
         cfg = self.cfg
-        if cfg.lr_schedule == "linear":
+        if self.lr_schedule == "linear":
             self._set_lr(cfg.lr * max(0.0, 1.0 - self.updates_done / self.total_updates))
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_frac": 0.0}
         n = 0
@@ -161,29 +224,20 @@ class PPO:
             if cfg.kl_stop > 0 and info["kl"] > cfg.kl_stop:
                 stopped_at = i / cfg.minibatches
                 break
-            if cfg.lr_schedule == "adaptive":
-                kl = info["kl"]
-                if kl > 2.0 * cfg.desired_kl:
-                    self._set_lr(max(cfg.lr_min, self.lr / 1.5))
-                elif 0.0 < kl < 0.5 * cfg.desired_kl:
-                    self._set_lr(min(cfg.lr_max, self.lr * 1.5))
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            self.optimizer.step()
+            if self.lr_schedule == "adaptive":
+                self._set_lr(adapt_lr(self.lr, info["kl"], cfg))
+            self._step(total)
             for k in sums:
                 sums[k] += info[k]
             n += 1
+        kl_post = self.batch_kl(storage)
         if cfg.objective == "kl":
-            kl_mean = sums["kl"] / max(n, 1)
-            if kl_mean > 1.5 * cfg.desired_kl:
-                self.beta *= 2.0
-            elif kl_mean < cfg.desired_kl / 1.5:
-                self.beta /= 2.0
+            self.beta = adapt_beta(self.beta, kl_post, cfg.desired_kl)
         self.updates_done += 1
         avg = {k: v / max(n, 1) for k, v in sums.items()}
-        return UpdateStats(**avg, lr=self.lr, beta=self.beta, epochs_run=stopped_at)
+        return UpdateStats(
+            **avg, kl_post=kl_post, lr=self.lr, beta=self.beta, epochs_run=stopped_at
+        )
 
     def state_dict(self) -> dict:
         return {

@@ -10,9 +10,10 @@ import csv
 import logging
 import math
 import os
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,33 +23,33 @@ import torch
 from envs.make import make_env
 from envs.randomization import Randomization
 from ppo_robot.checkpoint import load_checkpoint, save_checkpoint
+from ppo_robot.cli import UserError
 from ppo_robot.config import TrainConfig
 from ppo_robot.networks import Actor, Critic
 from ppo_robot.normalizer import ReturnScaler
-from ppo_robot.ppo import PPO
+from ppo_robot.ppo import PPO, UpdateStats
 from ppo_robot.storage import RolloutStorage
 
 log = logging.getLogger(__name__)
 
+STAT_FIELDS = [f.name for f in fields(UpdateStats)]
+"""metrics.csv columns of the update's figures: `UpdateStats`'s docstrings say what each is
+(`kl`: minibatch KL before each step, what the adaptive learning rate and kl_stop see;
+`kl_post`: the batch's KL after the epochs, what beta adapts on)."""
 METRIC_FIELDS = [
-    "update",
-    "step",
-    "wall_s",
-    "steps_per_s",
-    "return_mean",
+    "update",  # updates done
+    "step",  # env steps (summed over envs) after the update
+    "wall_s",  # training wall time so far, resumed runs included
+    "steps_per_s",  # this update's collection and update
+    "return_mean",  # training episodes that ended during this update's rollout
     "episode_length",
     "success_rate",
-    "eval_return",
+    "eval_return",  # deterministic evaluation (every eval_every updates, and the last)
     "eval_success",
-    "policy_loss",
-    "value_loss",
-    "kl",
-    "entropy",
-    "clip_frac",
-    "lr",
-    "beta",
-    "rollback",
+    *STAT_FIELDS,
+    "rollback",  # 1 where this evaluation sent training back to best.pt
 ]
+"""metrics.csv columns, one row per update; empty where a figure does not apply to a row."""
 
 
 # Seeds of the periodic evaluation, offset from the run's seed: the eval envs' construction
@@ -170,8 +171,6 @@ class Runner:
     def restore(self, path: str) -> None:
         ck = load_checkpoint(path)
         if ck["model"]["obs_dim"] != self.actor.normalizer.mean.numel():
-            from ppo_robot.cli import UserError
-
             raise UserError(f"resume: checkpoint {path} is for another observation size")
         t = ck["train"]
         self._load_learner(ck, t["ppo"]["updates_done"])
@@ -188,6 +187,37 @@ class Runner:
         if t["env_state"] is not None and hasattr(self.env, "restore"):
             self.env.restore(t["env_state"])
             self.obs = t["obs"]
+        self._carry_history(Path(path))
+
+    def _carry_history(self, ck_path: Path) -> None:
+        """Give run_dir the resumed run's history, so that rollback_drop and the summary find
+        the run's best.pt there and metrics.csv goes on from the checkpoint's update. The
+        history is read beside the checkpoint (RUN/checkpoints/X.pt: RUN/checkpoints/best.pt,
+        RUN/metrics.csv); run_dir may be RUN itself (later rows are then dropped)."""
+        ckdir = ck_path.resolve().parent
+        best_src, best_dst = ckdir / "best.pt", self.run_dir / "checkpoints" / "best.pt"
+        if self.best_eval is not None and not _is_best_of(best_src, self.best_key):
+            log.warning(
+                "resume: no best.pt beside %s holds its best evaluation; best.pt starts anew "
+                "at the next evaluation",
+                ck_path,
+            )
+            self.best_key, self.best_eval = (-math.inf, -math.inf), None
+        elif self.best_eval is not None and best_src != best_dst.resolve():
+            tmp = best_dst.with_name("best.pt.tmp")
+            shutil.copyfile(best_src, tmp)
+            os.replace(tmp, best_dst)
+        rows = []
+        src_metrics = ckdir.parent / "metrics.csv"
+        if ckdir.name == "checkpoints" and src_metrics.is_file():
+            with open(src_metrics, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["update"]) <= self.update]
+        tmp = self.run_dir / "metrics.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.run_dir / "metrics.csv")
 
     def _should_roll_back(self, ev: EvalResult) -> bool:
         best = self.best_eval
@@ -222,11 +252,11 @@ class Runner:
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(self.run_dir / "tb"))
-        metrics_path = self.run_dir / "metrics.csv"
-        new_file = not metrics_path.exists() or not cfg.resume
-        mfile = open(metrics_path, "w" if new_file else "a", newline="")  # noqa: SIM115 - closed in finally
+        # a resumed run_dir already holds the header and the run's rows (_carry_history)
+        mode = "a" if cfg.resume else "w"
+        mfile = open(self.run_dir / "metrics.csv", mode, newline="")  # noqa: SIM115 - closed in finally
         writer = csv.DictWriter(mfile, fieldnames=METRIC_FIELDS)
-        if new_file:
+        if not cfg.resume:
             writer.writeheader()
         progress = _Progress(self.n_updates * self.batch, enabled=cfg.progress)
         ep_returns: list[np.ndarray] = []
@@ -262,18 +292,7 @@ class Runner:
                     "return_mean": _mean(ep_returns),
                     "episode_length": _mean(ep_lengths),
                     "success_rate": _mean(ep_success),
-                    **{
-                        k: getattr(stats, k)
-                        for k in (
-                            "policy_loss",
-                            "value_loss",
-                            "kl",
-                            "entropy",
-                            "clip_frac",
-                            "lr",
-                            "beta",
-                        )
-                    },
+                    **{k: getattr(stats, k) for k in STAT_FIELDS},
                 }
                 ep_returns.clear()
                 ep_success.clear()
@@ -370,6 +389,17 @@ class Runner:
         self.storage.last_obs.copy_(torch.from_numpy(obs))
         last_v = self.ppo.value(self.storage.last_obs)
         self.storage.compute_returns(last_v, p.gamma, p.lam)
+
+
+def _is_best_of(path: Path, best_key: tuple) -> bool:
+    """Whether `path` is a readable checkpoint saved as the best with this selection key."""
+    if not path.is_file():
+        return False
+    try:
+        ck = load_checkpoint(path)
+    except UserError:
+        return False
+    return tuple(ck["train"].get("best_key", ())) == tuple(best_key)
 
 
 def usable_cpus() -> int:

@@ -175,3 +175,180 @@ def test_trained_policy_reaches_success(trained):
     t = trained["train"]
     assert t["success_rate"] == 1.0
     assert t["total_steps"] <= 2_500_000
+
+
+# ---------------------------------------------------------------- objective=kl, lr schedules,
+# kl_stop: a small actor and critic on a batch collected by `PPO.act`, as the runner does
+
+
+def _ppo_and_batch(total_updates: int = 4, **overrides):
+    """A PPO with a 3-observation, 2-action actor and a full 8 x 4 batch it collected."""
+    from ppo_robot.config import PPOConfig
+    from ppo_robot.networks import Actor, Critic
+    from ppo_robot.ppo import PPO
+
+    torch.manual_seed(0)
+    ppo = PPO(Actor(3, 2, [8]), Critic(3, [8]), PPOConfig(**overrides), total_updates)
+    s = RolloutStorage(8, 4, 3, 2)
+    for _ in range(8):
+        o = torch.randn(4, 3)
+        action, logp, value, mu, sigma = ppo.act(o)
+        s.add(o, action, logp, value, torch.randn(4), torch.zeros(4), mu, sigma)
+    s.last_obs.copy_(torch.randn(4, 3))
+    s.compute_returns(ppo.value(s.last_obs), 0.99, 0.95)
+    return ppo, s
+
+
+def _batch_kl_by_hand(actor, s: RolloutStorage) -> float:
+    """E[KL(old || now)] over the whole batch, in float64 numpy from the Gaussian formula."""
+    with torch.no_grad():
+        mu1 = actor(s.obs.flatten(0, 1)).double().numpy()
+    s1 = np.exp(actor.log_std.detach().double().numpy())
+    mu0, s0 = s.mu.flatten(0, 1).double().numpy(), s.sigma.flatten(0, 1).double().numpy()
+    kl = np.log(s1 / s0) + (s0**2 + (mu0 - mu1) ** 2) / (2 * s1**2) - 0.5
+    return float(kl.sum(-1).mean())
+
+
+def test_kl_objective_adapts_beta_on_the_batch_kl_after_the_update():
+    """PPO1 (Schulman et al. 2017, sec. 4): d = E[KL[pi_old, pi]] over the batch once the
+    update's epochs are done; beta x 2 where d > 1.5 d_targ, / 2 where d < d_targ / 1.5."""
+
+    def run(desired_kl: float):
+        ppo, s = _ppo_and_batch(
+            objective="kl", desired_kl=desired_kl, kl_beta=1.0, lr=0.05, epochs=2, minibatches=4
+        )
+        stats = ppo.update(s, torch.Generator().manual_seed(0))
+        return ppo, stats, _batch_kl_by_hand(ppo.actor, s)
+
+    _, probe, d = run(1.0)
+    assert probe.kl_post == pytest.approx(d, rel=1e-5)
+    # the minibatch KLs before each step (near 0 at first) average well below d, so a rule
+    # on them would decide otherwise in the first two cases below
+    assert 0 < probe.kl < 0.9 * d
+    cases = [
+        (d / (1.5 * 1.001), 2.0),  # d just above 1.5 x target: doubled
+        (d / (1.5 * 0.999), 1.0),  # just below: unchanged
+        (1.5 * d * 1.001, 0.5),  # d just below target / 1.5: halved
+        (1.5 * d * 0.999, 1.0),  # just above: unchanged
+        (d / 10, 2.0),
+        (d * 10, 0.5),
+    ]
+    for desired_kl, beta in cases:
+        ppo, stats, d_again = run(desired_kl)
+        assert d_again == d  # the target does not change the update itself
+        assert ppo.beta == beta and stats.beta == beta, desired_kl
+        assert ppo.lr == 0.05  # lr_schedule auto: constant under objective=kl
+
+
+@pytest.mark.parametrize(
+    "objective,schedule,expect",
+    [
+        ("clip", "auto", "adaptive"),
+        ("kl", "auto", "constant"),
+        ("kl", "adaptive", "adaptive"),
+        ("clip", "constant", "constant"),
+        ("kl", "linear", "linear"),
+    ],
+)
+def test_auto_lr_schedule_resolves_by_objective(objective, schedule, expect, caplog):
+    from ppo_robot.config import PPOConfig
+
+    cfg = PPOConfig(objective=objective, lr_schedule=schedule)
+    assert cfg.resolved_lr_schedule() == expect
+    assert PPOConfig().lr_schedule == "auto"
+    with caplog.at_level("WARNING", logger="ppo_robot.ppo"):
+        ppo, _ = _ppo_and_batch(objective=objective, lr_schedule=schedule)
+    assert ppo.lr_schedule == expect
+    warned = "both adapt on the KL" in caplog.text
+    assert warned == (objective == "kl" and expect == "adaptive")
+
+
+def test_bad_lr_schedule_names_the_key():
+    from ppo_robot.cli import UserError
+    from ppo_robot.config import PPOConfig, TrainConfig, validate
+
+    with pytest.raises(UserError, match=r"^ppo.lr_schedule must be auto, .* got 'cosine'$"):
+        validate(TrainConfig(ppo=PPOConfig(lr_schedule="cosine")))
+
+
+def test_constant_and_linear_learning_rates():
+    """constant: exactly lr at every update; linear: lr x (1 - updates done / total updates)
+    in the update's steps (desired_kl is tiny: an adaptive schedule would move it)."""
+    gen = torch.Generator().manual_seed(0)
+    ppo, s = _ppo_and_batch(lr_schedule="constant", lr=1e-3, desired_kl=1e-12)
+    for _ in range(3):
+        assert ppo.update(s, gen).lr == 1e-3
+        assert [g["lr"] for g in ppo.optimizer.param_groups] == [1e-3]
+    ppo, s = _ppo_and_batch(total_updates=4, lr_schedule="linear", lr=1e-3, desired_kl=1e-12)
+    for k in range(5):
+        assert ppo.update(s, gen).lr == 1e-3 * (1 - k / 4)
+        assert [g["lr"] for g in ppo.optimizer.param_groups] == [1e-3 * (1 - k / 4)]
+    assert ppo.lr == 0.0
+
+
+@pytest.mark.parametrize("schedule", ["adaptive", "auto"])
+@pytest.mark.parametrize(
+    "lr,kl,expect",
+    [
+        (1e-3, 0.02 * 1.01, 1e-3 / 1.5),  # above 2 x desired_kl: / 1.5
+        (1e-3, 0.02 * 0.99, 1e-3),  # just below: unchanged
+        (1e-3, 0.005 * 0.99, 1e-3 * 1.5),  # below desired_kl / 2: x 1.5
+        (1e-3, 0.005 * 1.01, 1e-3),  # just above: unchanged
+        (1.2e-4, 0.1, 1e-4),  # / 1.5 would go below lr_min
+        (1.6e-3, 1e-4, 2e-3),  # x 1.5 would go above lr_max
+    ],
+)
+def test_adaptive_learning_rate_on_the_minibatch_kl(schedule, lr, kl, expect):
+    """One minibatch step whose KL before the step is set: the stored means sit sqrt(kl) from
+    the actor's in each of the 2 action dims, sigma 1: KL = 2 x kl / 2."""
+    ppo, s = _ppo_and_batch(
+        lr_schedule=schedule,
+        lr=lr,
+        lr_min=1e-4,
+        lr_max=2e-3,
+        desired_kl=0.01,
+        epochs=1,
+        minibatches=1,
+    )
+    s.mu += math.sqrt(kl)
+    # float32 rounding of mu + sqrt(kl): well inside the 1 % margins of the cases above
+    assert _batch_kl_by_hand(ppo.actor, s) == pytest.approx(kl, rel=1e-3)
+    stats = ppo.update(s, torch.Generator().manual_seed(0))
+    assert stats.kl == pytest.approx(kl, rel=1e-3)
+    assert stats.lr == expect and ppo.optimizer.param_groups[0]["lr"] == expect
+
+
+def test_kl_stop_stops_at_the_first_minibatch_over_the_limit():
+    """Without kl_stop, record each minibatch's KL and the actor after each step; then a
+    limit just under the first new high after step 5 stops the same update there, before
+    that minibatch's step, and epochs_run says where (steps / minibatches)."""
+
+    def run(kl_stop: float):
+        ppo, s = _ppo_and_batch(
+            lr=0.05, lr_schedule="constant", epochs=4, minibatches=4, kl_stop=kl_stop
+        )
+        kls, actors = [], [{k: v.clone() for k, v in ppo.actor.state_dict().items()}]
+        loss, step = ppo.loss, ppo.optimizer.step
+
+        def recording_loss(b):
+            total, info = loss(b)
+            kls.append(info["kl"])
+            return total, info
+
+        def recording_step(*args, **kwargs):
+            out = step(*args, **kwargs)
+            actors.append({k: v.clone() for k, v in ppo.actor.state_dict().items()})
+            return out
+
+        ppo.loss, ppo.optimizer.step = recording_loss, recording_step
+        return ppo.update(s, torch.Generator().manual_seed(0)), kls, actors, ppo
+
+    full, kls, actors, _ = run(0.0)
+    assert len(kls) == 16 and full.epochs_run == 4.0
+    j = next(i for i in range(5, 16) if kls[i] > max(kls[:i]))
+    limit = (max(kls[:j]) + kls[j]) / 2
+    stopped, kls_stopped, actors_stopped, ppo = run(limit)
+    assert kls_stopped == kls[: j + 1]  # minibatch j was measured, not stepped
+    assert len(actors_stopped) == j + 1 and stopped.epochs_run == j / 4
+    assert all(torch.equal(v, actors[j][k]) for k, v in ppo.actor.state_dict().items())
+    assert stopped.kl == pytest.approx(sum(kls[:j]) / j)

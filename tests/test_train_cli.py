@@ -75,6 +75,10 @@ def test_train_run_folder_and_summary(tmp_path):
         (["ppo.objective=ppo3"], "ppo.objective"),
         (["rollback_drop=1.5"], "rollback_drop must be in [0, 1), got 1.5"),
         (["resume=/nonexistent/last.pt"], "checkpoint not found: /nonexistent/last.pt"),
+        (
+            ["ppo.lr_schedule=cosine"],
+            "ppo.lr_schedule must be auto, constant, linear or adaptive, got 'cosine'",
+        ),
     ],
 )
 def test_train_bad_input(args, expect, tmp_path):
@@ -273,6 +277,118 @@ def test_rollback_goes_on_from_best(tmp_path):
             assert all(torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"]) for k in opt_a)
             assert a["train"]["step"] > b["train"]["step"]  # the steps spent still count
             assert a["train"]["ppo"]["updates_done"] == a["train"]["update"]  # and the schedule
+
+
+ROLLBACK_RUN = [
+    "seed=0",
+    "env.num_envs=32",
+    "ppo.n_steps=16",
+    "eval_every=1",
+    "eval_episodes=4",
+    "rollback_drop=0.05",
+    "progress=false",
+]
+"""A small run that rolls back: with seed 0 its best evaluation is at update 6 and update 7
+falls more than 5 % below it (as does update 4)."""
+
+
+def _rows(run) -> list[dict]:
+    return list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
+
+
+def test_resume_into_a_new_folder_keeps_the_best_and_rolls_back(tmp_path):
+    """6 updates, then resume into a new run_dir to 8: the new folder first receives the run's
+    best.pt and metrics.csv rows, so the rollback at update 7 (before any new best) goes back
+    to the run's best, the summary names the new folder's best.pt, and the whole run equals 8
+    updates straight (metrics and weights). The first run's folder is left as it was."""
+    batch = 32 * 16
+    first, resumed, straight = tmp_path / "first", tmp_path / "resumed", tmp_path / "straight"
+    for run, updates in ((straight, 8), (first, 6)):
+        run_cli(
+            "ppo_robot.train",
+            f"run_dir={run}",
+            f"total_steps={updates * batch}",
+            *ROLLBACK_RUN,
+            check=True,
+            timeout=300,
+        )
+    first_rows = _rows(first)
+    p = run_cli(
+        "ppo_robot.train",
+        f"run_dir={resumed}",
+        f"total_steps={8 * batch}",
+        f"resume={first}/checkpoints/last.pt",
+        *ROLLBACK_RUN,
+        check=True,
+        timeout=300,
+    )
+    s = last_json(p.stdout)
+    rows = _rows(resumed)
+    best = max(float(r["eval_return"]) for r in first_rows)
+    assert rows[6]["rollback"] == "1" and float(rows[6]["eval_return"]) < best  # the case
+    assert all(float(r["eval_return"]) < best for r in rows[6:])  # and no new best after it
+    assert s["rollbacks"] == 2 and s["return_mean"] == pytest.approx(best, rel=1e-5)
+    assert s["checkpoint"] == str(resumed / "checkpoints/best.pt")
+    a, b = (resumed / "checkpoints/best.pt").read_bytes(), (first / "checkpoints/best.pt")
+    assert a == b.read_bytes()
+
+    def same_run(row: dict) -> dict:  # all but the timings
+        return {k: v for k, v in row.items() if k not in ("wall_s", "steps_per_s")}
+
+    assert [same_run(r) for r in rows] == [same_run(r) for r in _rows(straight)]
+    x = torch.load(straight / "checkpoints/last.pt", weights_only=False)
+    y = torch.load(resumed / "checkpoints/last.pt", weights_only=False)
+    assert all(torch.equal(v, y["actor"][k]) for k, v in x["actor"].items())
+    assert _rows(first) == first_rows and len(first_rows) == 6
+
+
+def test_resume_in_place_and_without_the_runs_best(tmp_path):
+    """Resumed into its own folder, a run keeps its best.pt and drops the metrics rows after
+    the checkpoint (resumed twice from update 6 to 7: rows 1-7, once each); from a checkpoint
+    with no best.pt beside it, it warns and chooses a new best.pt at the next evaluation."""
+    batch = 32 * 16
+    run, bare, new = tmp_path / "run", tmp_path / "bare", tmp_path / "new"
+    run_cli(
+        "ppo_robot.train",
+        f"run_dir={run}",
+        f"total_steps={6 * batch}",
+        "keep_checkpoints=true",
+        *ROLLBACK_RUN,
+        check=True,
+        timeout=300,
+    )
+    before, best = _rows(run), (run / "checkpoints/best.pt").read_bytes()
+    bare.mkdir()
+    (bare / "last.pt").write_bytes((run / "checkpoints/last.pt").read_bytes())
+    for _ in range(2):
+        p = run_cli(
+            "ppo_robot.train",
+            f"run_dir={run}",
+            f"total_steps={7 * batch}",
+            f"resume={run}/checkpoints/step_{6 * batch:09d}.pt",
+            *ROLLBACK_RUN,
+            check=True,
+            timeout=300,
+        )
+        assert "no best.pt beside" not in p.stderr
+        rows = _rows(run)
+        assert rows[:6] == before and [r["update"] for r in rows] == [str(i) for i in range(1, 8)]
+        assert rows[6]["rollback"] == "1" and last_json(p.stdout)["rollbacks"] == 2
+        assert (run / "checkpoints/best.pt").read_bytes() == best
+    p = run_cli(
+        "ppo_robot.train",
+        f"run_dir={new}",
+        f"total_steps={7 * batch}",
+        f"resume={bare}/last.pt",
+        *ROLLBACK_RUN,
+        check=True,
+        timeout=300,
+    )
+    assert "no best.pt beside" in p.stderr
+    assert last_json(p.stdout)["checkpoint"] == str(new / "checkpoints/best.pt")
+    ck = torch.load(new / "checkpoints/best.pt", weights_only=False)
+    assert ck["train"]["update"] == 7  # the first evaluation after the resume
+    assert [r["update"] for r in _rows(new)] == ["7"]  # no run folder around it: no history
 
 
 def test_multirun_sweeps_seeds(tmp_path):
