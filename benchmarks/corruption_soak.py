@@ -97,7 +97,7 @@ def corruption_run(
     seed: int = 0,
 ) -> dict[str, Any]:
     """One run; the figures and the checks (the `ok_*` keys) as a dict."""
-    from firmware_bridge.rollout_log import read_log
+    from firmware_bridge.logs.rollout_log import read_log
 
     work.mkdir(parents=True, exist_ok=True)
     applied_path = work / "applied.bin"

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from firmware_bridge.firmware.make_vectors import reject_vectors  # noqa: E402
-from firmware_bridge.protocol import (  # noqa: E402
+from firmware_bridge.wire.protocol import (  # noqa: E402
     Ack,
     Command,
     Disable,

@@ -60,7 +60,7 @@ def missed_breakdown(log: str, period_us: float) -> dict:
     """Where the missed ticks of a deploy log lost their time: a late wake-up (the thread
     was not running at its deadline: the scheduler or the machine) or a slow tick (the
     tick's own work, per stage)."""
-    from firmware_bridge.rollout_log import read_log
+    from firmware_bridge.logs.rollout_log import read_log
 
     t = read_log(log).topic("/timing")
     late = [r for r in t if r["missed"]]

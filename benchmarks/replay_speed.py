@@ -28,7 +28,7 @@ import mujoco
 import numpy as np
 
 from envs.robots import get_robot
-from firmware_bridge.rollout_log import RolloutLog
+from firmware_bridge.logs.rollout_log import RolloutLog
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 10.0

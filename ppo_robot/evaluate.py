@@ -56,7 +56,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
         "reality": cfg.reality,
     }
     if cfg.log:
-        from firmware_bridge.sim_log import write_sim_episode
+        from firmware_bridge.sim.episodes import write_sim_episode
 
         summary["log"] = str(
             write_sim_episode(

@@ -21,8 +21,9 @@ import numpy as np
 import onnx
 import pytest
 
-from firmware_bridge.link import SerialLink
-from firmware_bridge.protocol import (
+from firmware_bridge.logs.rollout_log import read_log
+from firmware_bridge.wire.link import SerialLink
+from firmware_bridge.wire.protocol import (
     Command,
     Enable,
     Fault,
@@ -35,7 +36,6 @@ from firmware_bridge.protocol import (
     Status,
     encode,
 )
-from firmware_bridge.rollout_log import read_log
 from tests.conftest import last_json, run_cli, start_cli
 
 

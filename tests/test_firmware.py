@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._util import rate_policy
-from firmware_bridge.rollout_log import read_log
+from firmware_bridge.logs.rollout_log import read_log
 from tests.conftest import ROOT, last_json, run_cli, start_cli
 
 FW = ROOT / "firmware_bridge" / "firmware"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import serial
 
-from firmware_bridge.link import (
+from firmware_bridge.wire.link import (
     LinkBudgetError,
     LinkError,
     SerialLink,
@@ -26,7 +26,7 @@ from firmware_bridge.link import (
     request_low_latency,
     usb_latency_timer_ms,
 )
-from firmware_bridge.protocol import (
+from firmware_bridge.wire.protocol import (
     Disable,
     Enable,
     Hello,

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge import protocol as p
 from firmware_bridge.firmware import make_vectors
-from firmware_bridge.protocol import (
+from firmware_bridge.wire import protocol as p
+from firmware_bridge.wire.protocol import (
     Ack,
     Command,
     CommandEncoder,
@@ -38,7 +38,7 @@ from firmware_bridge.protocol import (
     frame_size,
 )
 
-VECTORS = Path(p.__file__).parent / "firmware" / "test_vectors.txt"
+VECTORS = Path(p.__file__).parents[1] / "firmware" / "test_vectors.txt"
 CRC32 = crc.Calculator(crc.Crc32.CRC32)
 
 

@@ -28,10 +28,10 @@ import onnx
 import pytest
 
 from benchmarks._util import rate_policy
-from firmware_bridge.faultproxy import FaultProxy, ProxySettings, Rates
-from firmware_bridge.link import open_serial
-from firmware_bridge.protocol import FrameParser, MsgType
-from firmware_bridge.rollout_log import read_log
+from firmware_bridge.logs.rollout_log import read_log
+from firmware_bridge.tools.faultproxy import FaultProxy, ProxySettings, Rates
+from firmware_bridge.wire.link import open_serial
+from firmware_bridge.wire.protocol import FrameParser, MsgType
 from tests.conftest import PY, ROOT, last_json, run_cli, start_cli
 
 RATE_HZ = 100
@@ -555,8 +555,8 @@ class EnvelopeFreeController:
         import tty
 
         from envs.robots import get_robot
-        from firmware_bridge.controller import Controller as StateMachine
-        from firmware_bridge.controller import ControllerConfig
+        from firmware_bridge.sim.controller import Controller as StateMachine
+        from firmware_bridge.sim.controller import ControllerConfig
 
         spec = get_robot("furuta")
         cfg = ControllerConfig.for_spec(spec, watchdog_ms=WATCHDOG_MS)
@@ -845,9 +845,9 @@ def test_state_seq_going_back_is_a_reset_single_old_states_are_not(row):
     """In process, on a virtual clock: STATEs that a link duplicated or reordered are
     ignored and counted; a stream that starts again from a low seq is a controller reset."""
     from envs.robots import get_robot
-    from firmware_bridge.loop import ControlLoop
-    from firmware_bridge.protocol import ParserStats, State
-    from firmware_bridge.safety import SafetyConfig, SafetyLayer
+    from firmware_bridge.host.loop import ControlLoop
+    from firmware_bridge.host.safety import SafetyConfig, SafetyLayer
+    from firmware_bridge.wire.protocol import ParserStats, State
 
     spec = get_robot("furuta")
     script = [[10], [11], [9], [12, 12], [13], [0], [1], [2], [3]]  # per tick
@@ -1110,7 +1110,7 @@ def test_proxy_settings_resolve_per_direction():
     """Top-level settings apply to both directions, `h2c.`/`c2h.` override one."""
     from hydra import compose, initialize_config_dir
 
-    from firmware_bridge.faultproxy import settings_from_config
+    from firmware_bridge.tools.faultproxy import settings_from_config
     from ppo_robot.cli import CONFIG_DIR
     from ppo_robot.config import register_configs
 
@@ -1131,7 +1131,7 @@ def test_proxy_counts_every_fault_exactly():
     arrive twice, and everything else arrives intact and in order."""
     import tty
 
-    from firmware_bridge.protocol import Command, State, encode
+    from firmware_bridge.wire.protocol import Command, State, encode
 
     ctl_master, ctl_slave = os.openpty()
     tty.setraw(ctl_slave)

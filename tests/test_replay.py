@@ -16,9 +16,9 @@ import pytest
 
 from envs.randomization import load, parse
 from envs.robots import get_robot
-from firmware_bridge import sysid
-from firmware_bridge.replay import fitted_reality, suggested_randomization
-from firmware_bridge.rollout_log import RolloutLog, controller_seconds, read_log
+from firmware_bridge.analysis import sysid
+from firmware_bridge.analysis.replay import fitted_reality, suggested_randomization
+from firmware_bridge.logs.rollout_log import RolloutLog, controller_seconds, read_log
 from tests.conftest import FIT_TRUTH, ROOT, last_json, run_cli, start_cli, write_truth_reality
 
 SENSORS = ["arm_angle", "pend_angle", "arm_velocity", "pend_velocity"]

@@ -14,9 +14,9 @@ import pytest
 
 from envs.furuta import ARM_TRAVEL
 from envs.robots import get_robot
-from firmware_bridge.controller import Controller, ControllerConfig
-from firmware_bridge.link import SerialLink
-from firmware_bridge.protocol import (
+from firmware_bridge.sim.controller import Controller, ControllerConfig
+from firmware_bridge.wire.link import SerialLink
+from firmware_bridge.wire.protocol import (
     Ack,
     Disable,
     Enable,
@@ -28,7 +28,7 @@ from firmware_bridge.protocol import (
     State,
     encode,
 )
-from firmware_bridge.session import HandshakeError, check_period, disable, enable
+from firmware_bridge.wire.session import HandshakeError, check_period, disable, enable
 
 
 class Peer:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware_bridge.rollout_log import RolloutLog, read_log
-from firmware_bridge.sources import Excitation, excitation_signal
+from firmware_bridge.host.sources import Excitation, excitation_signal
+from firmware_bridge.logs.rollout_log import RolloutLog, read_log
 from tests.conftest import FIT_TRUTH, last_json, run_cli, write_truth_reality
 
 

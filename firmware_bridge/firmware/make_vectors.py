@@ -6,7 +6,7 @@ Run from the repository root after a protocol change:
     python -m firmware_bridge.firmware.make_vectors            # rewrite the file
     python -m firmware_bridge.firmware.make_vectors --check    # exit 1 if it is stale
 
-Every `ok` row is encoded by firmware_bridge.protocol; every `reject` row is built by hand
+Every `ok` row is encoded by firmware_bridge.wire.protocol; every `reject` row is built by hand
 here and checked to be dropped by the Python parser for the reason its name starts with.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from cobs import cobs
 
-from firmware_bridge.protocol import (
+from firmware_bridge.wire.protocol import (
     PROTOCOL_VERSION,
     Ack,
     Command,

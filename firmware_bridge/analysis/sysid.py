@@ -1,6 +1,6 @@
 """Open-loop simulation of a logged run on the robot's MJCF, and fitting model parameters to logs.
 
-A rollout log (`firmware_bridge.rollout_log`) becomes a `Trace`: the controller's STATE
+A rollout log (`firmware_bridge.logs.rollout_log`) becomes a `Trace`: the controller's STATE
 samples on the controller's own clock, and the commands with their arrival times mapped onto
 that clock. `replay` starts the model from the first logged STATE and drives it open-loop
 by the logged commands; `windows` does the same from a logged STATE every `window_s`
@@ -34,7 +34,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from firmware_bridge.rollout_log import controller_seconds
+from firmware_bridge.logs.rollout_log import controller_seconds
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware_bridge.protocol import (
+from firmware_bridge.wire.protocol import (
     PROTOCOL_VERSION,
     Ack,
     Command,

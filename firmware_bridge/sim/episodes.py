@@ -77,7 +77,7 @@ def write_sim_episode(
     from envs.make import robot_spec
     from envs.randomization import Binder, Randomization
     from envs.task import physics_substeps
-    from firmware_bridge.rollout_log import RolloutLog
+    from firmware_bridge.logs.rollout_log import RolloutLog
     from ppo_robot.cli import UserError
 
     if env_cfg.kind != "robot":

@@ -404,7 +404,7 @@ def controller_seconds(t_us: Any) -> tuple[np.ndarray, int | None]:
     `RESET_AFTER_OLD_STATES` STATEs in a row stamped earlier than the newest one seen (the
     host loop's rule, on seqs); fewer are STATEs the link duplicated, delayed or reordered.
     """
-    from firmware_bridge.protocol import RESET_AFTER_OLD_STATES as K
+    from firmware_bridge.wire.protocol import RESET_AFTER_OLD_STATES as K
 
     t = np.asarray(t_us, dtype=np.int64)
     seconds = t / 1e6

@@ -19,7 +19,7 @@ from types import TracebackType
 
 import serial
 
-from firmware_bridge.protocol import (
+from firmware_bridge.wire.protocol import (
     FrameParser,
     Message,
     MsgType,

@@ -8,7 +8,7 @@ logger. Counts missed deadlines, measures
 period error, state age (controller timestamp vs host clock) and per-stage compute time.
 Time is injected (`clock` in ns, `sleep` in s) so tests run it on a virtual clock; in a
 deploy the clock is the rollout log's, so every tick and STATE is stamped on the log's one
-timeline (`firmware_bridge/rollout_log.py`).
+timeline (`firmware_bridge/logs/rollout_log.py`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_bridge.link import LinkError
-from firmware_bridge.protocol import (
+from firmware_bridge.host.safety import SafetyFault, SafetyLayer
+from firmware_bridge.wire.link import LinkError
+from firmware_bridge.wire.protocol import (
     RESET_AFTER_OLD_STATES,
     CommandEncoder,
     Fault,
@@ -29,7 +30,6 @@ from firmware_bridge.protocol import (
     Info,
     State,
 )
-from firmware_bridge.safety import SafetyFault, SafetyLayer
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from firmware_bridge.link import (
+from firmware_bridge.wire.link import (
     LinkBudgetError,
     LinkError,
     SerialLink,
     check_link_budget,
     latency_warning,
 )
-from firmware_bridge.protocol import (
+from firmware_bridge.wire.protocol import (
     PROTOCOL_VERSION,
     Ack,
     Disable,

@@ -208,7 +208,7 @@ def _centred(spec, ex: Excitation, table: np.ndarray) -> Source:
 def _playback_table(cfg: Any, spec, rate: float) -> tuple[np.ndarray, dict[str, Any]]:
     """The logged commands resampled onto this run's ticks (zero-order hold at their
     logged times relative to enable)."""
-    from firmware_bridge.rollout_log import LogError, read_log
+    from firmware_bridge.logs.rollout_log import LogError, read_log
 
     if not cfg.log:
         raise UserError("source=playback needs log=PATH")
