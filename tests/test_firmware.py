@@ -131,7 +131,7 @@ def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_pat
     while time.monotonic() < end and not list(tmp_path.glob("*.mcap")):
         time.sleep(0.05)
     time.sleep(1.0)
-    killed_ns = time.monotonic_ns()
+    killed_ns = time.time_ns()  # the log's stamps are Unix time (clock.origin_unix_ns)
     d.send_signal(signal.SIGKILL)
     d.wait(timeout=5)
     time.sleep(0.3)
@@ -144,7 +144,7 @@ def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_pat
     assert float(m.group(1)) <= 50.0 + 10.0
     log = read_log(next(tmp_path.glob("*.mcap")))
     lost_ms = (killed_ns - max(log.log_time_ns["/timing"])) / 1e6
-    assert lost_ms <= 100.0, "log lost more than 100 ms before the kill"
+    assert 0 <= lost_ms <= 100.0, "log lost more than 100 ms before the kill"
     record_property(  # a row of docs/reliability.md (benchmarks/reliability_table.py)
         "reliability_row",
         json.dumps(
