@@ -889,7 +889,3 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 def main() -> None:
     run_app("replay", replay_command)
-
-
-if __name__ == "__main__":
-    main()

@@ -518,7 +518,3 @@ def _merge(a, b):
 
 def main() -> None:
     run_app("deploy", deploy)
-
-
-if __name__ == "__main__":
-    main()

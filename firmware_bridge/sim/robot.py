@@ -277,7 +277,3 @@ def serve(cfg: Any) -> dict[str, Any]:
 
 def main() -> None:
     run_app("sim_robot", serve)
-
-
-if __name__ == "__main__":
-    main()

@@ -744,7 +744,3 @@ def proxy_main(cfg: Any) -> dict[str, Any]:
 
 def main() -> None:
     run_app("faultproxy", proxy_main)
-
-
-if __name__ == "__main__":
-    main()
