@@ -3,22 +3,22 @@
  * Python bridge deploys against compiled C exactly as against a board.
  *
  * Owns the POSIX side: the pty (raw mode, optional symlink), the real clock, signals, the
- * log on stderr, and a plant in place of hardware: the nonlinear Furuta pendulum with the
- * QUBE-Servo 2 figures of envs/assets/furuta.xml, integrated on the real clock from rest
- * hanging down, its angles quantized as the board's encoders and its velocities estimated by
- * the board's own filter (boards/furuta/furuta_io.h). Sensors can come from a file instead.
+ * log on stderr, and a plant in place of hardware: the robot's own MJCF (--model; default
+ * the registry's, written into build/host_model.h by the Makefile) stepped by libmujoco on
+ * the real clock from rest, its angles quantized as the board's encoders and its velocities
+ * estimated by the board's own filter (host/plant.c). Sensors can come from a file instead.
  * The protocol itself is the library's (lib/pr_controller.h), as on the board.
  *
  *   pr_host [--port-link PATH] [--watchdog-ms N] [--name NAME] [--seed N] [--sensor-file PATH]
+ *           [--model PATH] [--steps N --command V]
  *
  * First line on stdout: "PORT /dev/pts/N". SIGTERM or SIGINT: safe state, remove the
- * symlink, exit 0.
+ * symlink, exit 0. --steps N --command V: no pty, N physics steps printed (host_args.c).
  */
 #define _XOPEN_SOURCE 700
 
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,98 +31,12 @@
 #include <unistd.h>
 
 #include "pr_controller.h"
-#include "furuta_io.h" /* and robot_spec.h, the spec's numbers (generated) */
+#include "host_args.h"
+#include "plant.h" /* furuta_io.h, robot_spec.h: the spec's numbers (generated) */
 
 #define POLL_TIMEOUT_US 200      /* main loop period bound: watchdog latency is this much */
-#define PLANT_DT_S 1.0e-4        /* integration step (RK4) */
 #define PLANT_MAX_CATCHUP_S 1.0  /* after a stall (process stopped), skip ahead, not replay */
 #define FIRMWARE_VERSION {0, 1, 0}
-
-/* ---- Plant: the Furuta pendulum (envs/assets/furuta.xml, QUBE-Servo 2) ---------------- */
-
-/* Figures from furuta.xml [Q1], [Q2], [A]. */
-#define RM 8.4          /* motor resistance, ohm */
-#define KT 0.042        /* torque constant, N m / A */
-#define KM 0.042        /* back-EMF constant, V s / rad */
-#define J_ARMATURE 4.6e-6 /* rotor + hub, kg m^2 */
-#define MR 0.095        /* arm mass, kg */
-#define LR 0.085        /* arm length, m */
-#define I_ARM_C 5.72e-5 /* arm inertia about its centre (z), kg m^2 */
-#define MP 0.024        /* pendulum mass, kg */
-#define LP_COM 0.0645   /* pivot to pendulum centre of mass, m */
-#define I_PEND_C 3.33e-5 /* pendulum inertia about its centre, across the rod, kg m^2 */
-#define I_PEND_AXIAL 1.0e-8 /* pendulum inertia about the rod, kg m^2 */
-#define DR 0.0005       /* arm viscous damping, N m s / rad */
-#define DP 0.00005      /* pendulum viscous damping */
-#define FR 0.001        /* arm Coulomb friction, N m */
-#define FP 2.0e-5       /* pendulum Coulomb friction */
-#define FRICTION_V 0.01 /* rad/s: Coulomb friction smoothed as tanh(w / FRICTION_V) */
-#define GRAVITY 9.81
-
-typedef struct {
-    double theta, alpha, dtheta, dalpha; /* arm, pendulum (0 down), rad and rad/s */
-} plant_state_t;
-
-/*
- * Lagrangian dynamics: arm about z, pendulum about the arm's axis, pendulum centre at
- * Lr r + l (sin(alpha) t - cos(alpha) z). Mass matrix and forces solved for the accelerations.
- */
-static void plant_deriv(const plant_state_t *s, double volts, plant_state_t *d)
-{
-    const double j_arm = J_ARMATURE + I_ARM_C + MR * (LR / 2.0) * (LR / 2.0);
-    const double jx = I_PEND_C + MP * LP_COM * LP_COM; /* about the pivot, swing axis */
-    const double jy = jx;                               /* about the pivot, across */
-    const double sa = sin(s->alpha), ca = cos(s->alpha);
-    const double mlr = MP * LR * LP_COM;
-    double m11 = j_arm + MP * LR * LR + jy * sa * sa + I_PEND_AXIAL * ca * ca;
-    double m12 = mlr * ca;
-    double m22 = jx;
-    double tau_motor = KT * (volts - KM * s->dtheta) / RM;
-    double f1 = tau_motor - DR * s->dtheta - FR * tanh(s->dtheta / FRICTION_V) -
-                2.0 * (jy - I_PEND_AXIAL) * sa * ca * s->dtheta * s->dalpha +
-                mlr * sa * s->dalpha * s->dalpha;
-    double f2 = -DP * s->dalpha - FP * tanh(s->dalpha / FRICTION_V) +
-                (jy - I_PEND_AXIAL) * sa * ca * s->dtheta * s->dtheta -
-                MP * GRAVITY * LP_COM * sa;
-    double det = m11 * m22 - m12 * m12;
-
-    d->theta = s->dtheta;
-    d->alpha = s->dalpha;
-    d->dtheta = (m22 * f1 - m12 * f2) / det;
-    d->dalpha = (m11 * f2 - m12 * f1) / det;
-}
-
-static void plant_step(plant_state_t *s, double volts, double h)
-{
-    plant_state_t k1, k2, k3, k4, t;
-
-    plant_deriv(s, volts, &k1);
-    t.theta = s->theta + 0.5 * h * k1.theta;
-    t.alpha = s->alpha + 0.5 * h * k1.alpha;
-    t.dtheta = s->dtheta + 0.5 * h * k1.dtheta;
-    t.dalpha = s->dalpha + 0.5 * h * k1.dalpha;
-    plant_deriv(&t, volts, &k2);
-    t.theta = s->theta + 0.5 * h * k2.theta;
-    t.alpha = s->alpha + 0.5 * h * k2.alpha;
-    t.dtheta = s->dtheta + 0.5 * h * k2.dtheta;
-    t.dalpha = s->dalpha + 0.5 * h * k2.dalpha;
-    plant_deriv(&t, volts, &k3);
-    t.theta = s->theta + h * k3.theta;
-    t.alpha = s->alpha + h * k3.alpha;
-    t.dtheta = s->dtheta + h * k3.dtheta;
-    t.dalpha = s->dalpha + h * k3.dalpha;
-    plant_deriv(&t, volts, &k4);
-    s->theta += h / 6.0 * (k1.theta + 2.0 * k2.theta + 2.0 * k3.theta + k4.theta);
-    s->alpha += h / 6.0 * (k1.alpha + 2.0 * k2.alpha + 2.0 * k3.alpha + k4.alpha);
-    s->dtheta += h / 6.0 * (k1.dtheta + 2.0 * k2.dtheta + 2.0 * k3.dtheta + k4.dtheta);
-    s->dalpha += h / 6.0 * (k1.dalpha + 2.0 * k2.dalpha + 2.0 * k3.dalpha + k4.dalpha);
-}
-
-/* An encoder at rest reads the count it has passed: floor, as edges are crossed. */
-static int32_t encoder_counts(double angle)
-{
-    return (int32_t)floor(angle / (2.0 * M_PI / FURUTA_COUNTS_PER_REV));
-}
 
 /* ---- The host "board" ------------------------------------------------------------------ */
 
@@ -133,11 +47,9 @@ typedef struct {
     const char *link_path; /* --port-link, or NULL */
     struct timespec t0;
 
-    plant_state_t plant;
+    plant_t plant;
     double volts;          /* applied motor voltage (0 in the safe state) */
     uint64_t plant_us;     /* plant time, on the controller clock */
-    furuta_vel_t vel_arm, vel_pend;
-    uint64_t vel_us;       /* last velocity update */
 
     float *file_rows;      /* --sensor-file: rows of n_sensors values */
     size_t file_n_rows, file_next;
@@ -180,24 +92,17 @@ static const char *fault_name(unsigned code)
     return code < sizeof names / sizeof names[0] ? names[code] : "?";
 }
 
-/* Advance the plant to the controller's clock, and the board's velocity estimator with it. */
+/* Advance the plant to the controller's clock in whole physics steps. */
 static void plant_advance(uint64_t now)
 {
     if (now > host.plant_us + (uint64_t)(PLANT_MAX_CATCHUP_S * 1e6)) {
         logf_("clock jumped %.3f s ahead: plant skips, not replays",
               (double)(now - host.plant_us) * 1e-6);
         host.plant_us = now;
-        host.vel_us = now;
     }
-    while (host.plant_us + (uint64_t)(PLANT_DT_S * 1e6) <= now) {
-        plant_step(&host.plant, host.volts, PLANT_DT_S);
-        host.plant_us += (uint64_t)(PLANT_DT_S * 1e6);
-        if (host.plant_us - host.vel_us >= FURUTA_VEL_PERIOD_US) {
-            float dt = (float)(host.plant_us - host.vel_us) * 1e-6f;
-            furuta_vel_update(&host.vel_arm, encoder_counts(host.plant.theta), dt);
-            furuta_vel_update(&host.vel_pend, encoder_counts(host.plant.alpha), dt);
-            host.vel_us = host.plant_us;
-        }
+    while (host.plant_us + host.plant.step_us <= now) {
+        plant_step(&host.plant, host.volts);
+        host.plant_us += host.plant.step_us;
     }
 }
 
@@ -213,10 +118,7 @@ static int hal_read_sensors(void *ctx, float *out, uint8_t n)
         if (host.file_next + 1u < host.file_n_rows) host.file_next++; /* hold the last row */
         return 0;
     }
-    out[0] = furuta_counts_to_rad(encoder_counts(host.plant.theta));
-    out[1] = furuta_counts_to_rad(encoder_counts(host.plant.alpha));
-    out[2] = host.vel_arm.velocity;
-    out[3] = host.vel_pend.velocity;
+    plant_read(&host.plant, out);
     return 0;
 }
 
@@ -460,102 +362,62 @@ static uint32_t boot_id_from_seed(uint64_t seed)
     return (uint32_t)z != 0u ? (uint32_t)z : 1u;
 }
 
-static void usage(FILE *to)
+/* The plant, or a one-line reason (exit 2: the model is the user's input). */
+static int load_plant(const char *model)
 {
-    fprintf(to,
-            "usage: pr_host [--port-link PATH] [--watchdog-ms N] [--name NAME] [--seed N]\n"
-            "               [--sensor-file PATH]\n"
-            "The reference firmware on a pseudo-terminal, with a simulated Furuta pendulum.\n"
-            "Prints 'PORT /dev/pts/N' first; logs to stderr; SIGTERM/SIGINT end it.\n"
-            "  --port-link PATH   also create a symlink PATH -> the pty (removed at exit)\n"
-            "  --watchdog-ms N    watchdog time, 1..65535 (default 50)\n"
-            "  --name NAME        robot name in INFO, at most 32 characters (default furuta)\n"
-            "  --seed N           boot_id derived from N (default: from the time and pid)\n"
-            "  --sensor-file PATH sensors from PATH, one STATE per line of 4 numbers\n"
-            "                     (# comments; the last line holds), instead of the plant\n");
+    char err[1100];
+    char *c;
+    if (plant_load(&host.plant, model, err, sizeof err) == 0) return 0;
+    for (c = err; *c != '\0'; c++) {
+        if (*c == '\n' || *c == '\r') *c = ' ';
+    }
+    fprintf(stderr, "pr_host: %s\n", err);
+    return -1;
 }
 
-int main(int argc, char **argv)
+/* --steps N --command V: the plant alone, N physics steps from rest, one line a step. */
+static int run_offline(const host_args_t *a)
 {
-    static const pr_hal_t hal = {NULL, hal_read_sensors, hal_write_actuators, hal_safe_state,
-                                 hal_micros, hal_serial_write, hal_on_event};
-    static const uint8_t fw[3] = FIRMWARE_VERSION;
-    const char *name = "furuta";
-    const char *sensor_file = NULL;
-    unsigned long watchdog_ms = 50;
-    uint64_t seed = 0;
-    int have_seed = 0;
-    struct sigaction sa;
-    int i;
+    float r[ROBOT_N_SENSORS];
+    unsigned long k;
+    uint8_t i;
 
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char *end = NULL;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (v == NULL) {
-            fprintf(stderr, "pr_host: %s needs a value\n", a);
-            usage(stderr);
-            return 2;
-        }
-        if (strcmp(a, "--port-link") == 0) {
-            host.link_path = v;
-        } else if (strcmp(a, "--watchdog-ms") == 0) {
-            watchdog_ms = strtoul(v, &end, 10);
-            if (*v == '\0' || *end != '\0' || watchdog_ms < 1u || watchdog_ms > 65535u) {
-                fprintf(stderr, "pr_host: --watchdog-ms must be 1..65535, got %s\n", v);
-                return 2;
-            }
-        } else if (strcmp(a, "--name") == 0) {
-            name = v;
-            if (strlen(name) > PR_MAX_NAME_LEN) {
-                fprintf(stderr, "pr_host: --name is at most %u characters\n", PR_MAX_NAME_LEN);
-                return 2;
-            }
-        } else if (strcmp(a, "--seed") == 0) {
-            seed = strtoull(v, &end, 0);
-            if (*v == '\0' || *end != '\0') {
-                fprintf(stderr, "pr_host: --seed must be an integer, got %s\n", v);
-                return 2;
-            }
-            have_seed = 1;
-        } else if (strcmp(a, "--sensor-file") == 0) {
-            sensor_file = v;
-        } else {
-            fprintf(stderr, "pr_host: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
-        }
-        i++;
+    for (k = 0; k < a->steps; k++) {
+        plant_step(&host.plant, a->command);
+        plant_read(&host.plant, r);
+        printf("%.17g %.17g %.17g", host.plant.d->time, host.plant.d->sensordata[host.plant.adr_arm],
+               host.plant.d->sensordata[host.plant.adr_pend]);
+        for (i = 0; i < ROBOT_N_SENSORS; i++) printf(" %.9g", (double)r[i]);
+        putchar('\n');
     }
+    plant_free(&host.plant);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* Signals, the controller, the pty and its link: 0, or 1 with the reason on stderr. */
+static int start_board(const host_args_t *a, const pr_hal_t *hal)
+{
+    static const uint8_t fw[3] = FIRMWARE_VERSION;
+    struct sigaction sa;
+    uint64_t seed = a->seed;
 
     clock_gettime(CLOCK_MONOTONIC, &host.t0);
-    if (!have_seed) {
+    if (!a->have_seed) {
         seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)host.t0.tv_nsec;
     }
-
     /* The Furuta robot, as boards/furuta/furuta.ino configures it: the spec's counts,
      * command limits and sensor envelope (LIMIT outside it while armed, as on the board). */
     robot_spec_config(&cfg);
-    cfg.name = name;
+    cfg.name = a->name;
     cfg.min_rate_hz = 10;
     cfg.max_rate_hz = 2000;
-    cfg.watchdog_ms = (uint16_t)watchdog_ms;
+    cfg.watchdog_ms = (uint16_t)a->watchdog_ms;
     memcpy(cfg.firmware_version, fw, sizeof fw);
     cfg.boot_id = boot_id_from_seed(seed);
 
-    if (sensor_file != NULL && load_sensor_file(sensor_file, cfg.n_sensors) != 0) {
-        return 1;
-    }
-    if (open_pty() != 0) {
-        return 1;
-    }
-    if (host.link_path != NULL && make_link(host.link_path, host.slave_path) != 0) {
-        return 1;
-    }
+    host.link_path = a->link_path;
+    if (open_pty() != 0) return 1;
+    if (host.link_path != NULL && make_link(host.link_path, host.slave_path) != 0) return 1;
 
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -565,19 +427,17 @@ int main(int argc, char **argv)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
-    if (pr_controller_init(&ctl, &cfg, &hal) != PR_OK) {
+    if (pr_controller_init(&ctl, &cfg, hal) != PR_OK) {
         fprintf(stderr, "pr_host: invalid configuration\n");
         remove_link();
         return 1;
     }
-    printf("PORT %s\n", host.slave_path);
-    fflush(stdout);
-    logf_("ready on %s%s%s: robot %s, 4 sensors, 1 actuator, 10..2000 Hz, watchdog %u ms, "
-          "boot_id 0x%08lx, sensors from %s",
-          host.slave_path, host.link_path ? ", link " : "", host.link_path ? host.link_path : "",
-          name, (unsigned)cfg.watchdog_ms, (unsigned long)cfg.boot_id,
-          sensor_file ? sensor_file : "the Furuta plant, hanging at rest");
+    return 0;
+}
 
+/* The board's loop: bytes in, the plant brought up to the real clock, the controller polled. */
+static void run_board(void)
+{
     while (!stop_signal) {
         fd_set rd;
         struct timeval tv = {0, POLL_TIMEOUT_US};
@@ -601,6 +461,33 @@ int main(int argc, char **argv)
         plant_advance(host_now_us());
         pr_controller_poll(&ctl);
     }
+}
+
+int main(int argc, char **argv)
+{
+    static const pr_hal_t hal = {NULL, hal_read_sensors, hal_write_actuators, hal_safe_state,
+                                 hal_micros, hal_serial_write, hal_on_event};
+    host_args_t a;
+    int r = host_args_parse(&a, argc, argv);
+
+    if (r != 0) return r == 1 ? 0 : 2;
+    if (load_plant(a.model) != 0) return 2;
+    if (a.steps > 0u) return run_offline(&a);
+    if (a.sensor_file != NULL && load_sensor_file(a.sensor_file, ROBOT_N_SENSORS) != 0) {
+        return 2;
+    }
+    if (start_board(&a, &hal) != 0) return 1;
+
+    printf("PORT %s\n", host.slave_path);
+    fflush(stdout);
+    logf_("ready on %s%s%s: robot %s, 4 sensors, 1 actuator, 10..2000 Hz, watchdog %u ms, "
+          "boot_id 0x%08lx, sensors from %s",
+          host.slave_path, host.link_path ? ", link " : "", host.link_path ? host.link_path : "",
+          a.name, (unsigned)cfg.watchdog_ms, (unsigned long)cfg.boot_id,
+          a.sensor_file ? a.sensor_file : "the plant, hanging at rest");
+    logf_("plant: %s, %llu us a physics step (mj_step, libmujoco %s)", a.model,
+          (unsigned long long)host.plant.step_us, mj_versionString());
+    run_board();
 
     hal_safe_state(NULL);
     logf_("signal %d: actuators safe, %s, exiting (rx_errors %u, %llu output bytes dropped)",
@@ -610,5 +497,6 @@ int main(int argc, char **argv)
     close(host.slave);
     close(host.master);
     free(host.file_rows);
+    plant_free(&host.plant);
     return 0;
 }

@@ -361,6 +361,9 @@ static void test_bad_arguments(void)
         {"--name", "a-name-that-is-much-longer-than-32", NULL},
         {"--bogus", "1", NULL},
         {"--sensor-file", "/nonexistent/sensors.txt", NULL},
+        {"--model", "/nonexistent/robot.xml", NULL},
+        {"--steps", "10", NULL}, /* without --command */
+        {"--command", "nan", NULL},
     };
     size_t i;
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -374,7 +377,7 @@ static void test_bad_arguments(void)
             _exit(127);
         }
         waitpid(pid, &status, 0);
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 127);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2); /* bad input: exit 2 */
     }
 }
 
