@@ -23,6 +23,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from mujoco.batch import Batch
 
+from envs.plant import PlantModel, ctrl_bounds
 from envs.randomization import Binder, Randomization
 from envs.task import StepView, Task
 
@@ -66,7 +67,15 @@ class BatchedEnv(VectorEnv):
         self.binder = (
             Binder(self.rand, self.nominal, task.sensor_names) if not self.rand.is_empty else None
         )
+        self._init_layout()
+        self._init_buffers()
+        self._init_plant(seed)
+        self._init_spaces()
+        self._arange = np.arange(n)
+        self._rng = np.random.default_rng(seed)
 
+    def _init_layout(self) -> None:
+        """Sizes and state columns of the nominal model."""
         m = self.nominal
         self.nq, self.nv, self.nu = m.nq, m.nv, m.nu
         self.nstate = mujoco.mj_stateSize(m, _FULL)
@@ -80,8 +89,9 @@ class BatchedEnv(VectorEnv):
         self.control_spec = _CTRL | _XFRC if self.pushes else _CTRL
         self.ncontrol = mujoco.mj_stateSize(m, self.control_spec)
 
-        # Buffers, allocated once.
-        S = self.substeps
+    def _init_buffers(self) -> None:
+        """The rollout's records and the per-env arrays, allocated once."""
+        m, n, S, task = self.nominal, self.num_envs, self.substeps, self.task
         self.state = np.zeros((n, self.nstate))
         self._out_state = np.zeros((n, S, self.nstate))
         self._out_sens = np.zeros((n, S, m.nsensordata))
@@ -98,27 +108,40 @@ class BatchedEnv(VectorEnv):
         self._control = np.zeros((n, S, self.ncontrol))
         self._qpos_prev = np.zeros((n, self.nq))
         self.sensordata = np.zeros((n, m.nsensordata))
-        self.ctrl_low = np.where(m.actuator_ctrllimited, m.actuator_ctrlrange[:, 0], -np.inf)
-        self.ctrl_high = np.where(m.actuator_ctrllimited, m.actuator_ctrlrange[:, 1], np.inf)
         self.steps = np.zeros(n, dtype=np.int64)
         self.returns = np.zeros(n)
-
-        # Per-env randomized signals (latency in substeps, sensor bias, resolution).
-        lat_hi = self.rand.latency_s.bounds[1] if self.rand.latency_s else 0.0
-        self._hist_len = int(np.ceil(lat_hi / self.dt)) + 2
-        self._hist = np.zeros((self._hist_len, n, self.nu))
-        self._cursor = 0
-        self.latency_steps = np.zeros(n, dtype=np.int64)
-        self.latency_sub = np.zeros(n, dtype=np.int64)
         ns = len(task.sensor_names)
-        self.sensor_bias = np.zeros((n, ns))
-        self.res_scale = np.ones((n, 1))
-        self.base_resolution = (
-            task.spec.resolution if hasattr(task, "spec") else np.zeros(ns)  # type: ignore[attr-defined]
-        )
-        self.obs_noise_std = self.binder.obs_noise_std if self.binder else np.zeros(ns)
+        self.readings = np.zeros((n, ns))
+        """(N, n_sensors) the readings (noise, bias, quantization) that the last `reset` or
+        `step` observed, before any autoreset; robots only."""
         self._trace = np.zeros((n, task.max_episode_steps, ns)) if task.has_success else None
+        self.obs = np.zeros((n, task.obs_dim))
 
+    def _init_plant(self, seed: int) -> None:
+        """Latency, action noise and the sensor model (`envs.plant`), per env."""
+        task, m = self.task, self.nominal
+        ns = len(task.sensor_names)
+        self.ctrl_low, self.ctrl_high = ctrl_bounds(m)
+        safe = np.clip(task.ctrl(np.zeros((1, task.act_dim)))[0], self.ctrl_low, self.ctrl_high)
+        self.plant = PlantModel(
+            self.num_envs,
+            m.opt.timestep,
+            self.ctrl_low,
+            self.ctrl_high,
+            safe,
+            read=task.sensors if task.sensor_names else None,
+            base_resolution=getattr(getattr(task, "spec", None), "resolution", np.zeros(ns)),
+            obs_noise_std=self.binder.obs_noise_std if self.binder else np.zeros(ns),
+            action_noise_std=self.rand.action_noise_std,
+            max_latency_s=self.rand.latency_s.bounds[1] if self.rand.latency_s else 0.0,
+            command_interval=self.substeps,
+            seed=seed,
+        )
+        self.sensor_bias = self.plant.bias
+        """(N, n_sensors) each env's sensor bias (the plant's array)."""
+
+    def _init_spaces(self) -> None:
+        task, n = self.task, self.num_envs
         self.single_observation_space = spaces.Box(-np.inf, np.inf, (task.obs_dim,), np.float64)
         self.single_action_space = spaces.Box(
             task.action_low.astype(np.float32), task.action_high.astype(np.float32)
@@ -128,30 +151,24 @@ class BatchedEnv(VectorEnv):
             np.tile(self.single_action_space.low, (n, 1)),
             np.tile(self.single_action_space.high, (n, 1)),
         )
-        self._arange = np.arange(n)
-        self._rng = np.random.default_rng(seed)
-        self._safe_ctrl = np.clip(
-            task.ctrl(np.zeros((1, task.act_dim)))[0], self.ctrl_low, self.ctrl_high
-        )
-        self.obs = np.zeros((n, task.obs_dim))
 
     # ---------------------------------------------------------------- gymnasium API
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        self._reset_envs(self._arange)
+            self.plant.reseed(seed)
+        sensors = self._reset_envs(self._arange)
+        if sensors is not None:
+            self.readings[:] = sensors
         return self.obs.copy(), {}
 
     def step(self, actions: np.ndarray):
         task = self.task
         action = np.clip(np.asarray(actions, dtype=np.float64), task.action_low, task.action_high)
         ctrl = task.ctrl(action)
-        cmd = ctrl
-        if self.rand.action_noise_std > 0:
-            cmd = ctrl + self._rng.normal(0.0, self.rand.action_noise_std, ctrl.shape)
-        cmd = np.clip(cmd, self.ctrl_low, self.ctrl_high)
-        self._write_controls(cmd)
+        self.plant.command(ctrl)
+        self._write_controls()
 
         self._qpos_prev[:] = self.state[:, self._qpos_at : self._qvel_at]
         self._rollout()
@@ -160,6 +177,8 @@ class BatchedEnv(VectorEnv):
         self.steps += 1
 
         sensors = self._read_sensors(self._arange)
+        if sensors is not None:
+            self.readings[:] = sensors
         view = self._view(sensors, action, ctrl)
         obs = task.observe(view)
         reward = task.reward(view)
@@ -196,23 +215,19 @@ class BatchedEnv(VectorEnv):
         "sensordata",
         "steps",
         "returns",
-        "_hist",
-        "latency_steps",
-        "latency_sub",
-        "sensor_bias",
-        "res_scale",
+        "readings",
         "obs",
     )
 
     def snapshot(self) -> dict:
         """Everything a later `restore` needs to continue bit for bit: physics rows
-        (warmstart included), episode counters, latency history, randomized model values,
-        the generator."""
+        (warmstart included), episode counters, the plant (latency history, per-env signals,
+        its noise streams), randomized model values, the generator."""
         d = {k: getattr(self, k).copy() for k in self._SNAPSHOT}
         d["batch_state"] = self._batch.state.copy()
         d["fields"] = {f: b.copy() for f, b in self.fields.items()}
         d["trace"] = None if self._trace is None else self._trace.copy()
-        d["cursor"] = self._cursor
+        d["plant"] = self.plant.snapshot()
         d["rng"] = self._rng.bit_generator.state
         if self.binder is not None:
             d["models"] = [
@@ -232,7 +247,7 @@ class BatchedEnv(VectorEnv):
             b[...] = d["fields"][f]
         if self._trace is not None and d["trace"] is not None:
             self._trace[...] = d["trace"]
-        self._cursor = d["cursor"]
+        self.plant.restore(d["plant"])
         self._rng.bit_generator.state = d["rng"]
         if self.binder is not None and "models" in d:
             for m, vals in zip(self.models, d["models"], strict=True):
@@ -261,23 +276,10 @@ class BatchedEnv(VectorEnv):
         for f, buf in self.fields.items():
             buf[:] = self._records[f][:, -1]
 
-    def _write_controls(self, cmd: np.ndarray) -> None:
-        """Fill the (N, substeps, ncontrol) control array, applying latency and pushes."""
-        nu, H = self.nu, self._hist_len
-        self._cursor = (self._cursor + 1) % H
-        self._hist[self._cursor] = cmd
-        if self._hist_len <= 2 or not self.latency_steps.any() and not self.latency_sub.any():
-            self._control[:, :, :nu] = cmd[:, None, :]
-        else:
-            # The command applied at substep j was issued `latency` ago: k whole control
-            # steps plus f substeps. Before substep f the one before that still holds.
-            k, f = self.latency_steps, self.latency_sub
-            newer = self._hist[(self._cursor - k) % H, self._arange]
-            older = self._hist[(self._cursor - k - 1) % H, self._arange]
-            j = np.arange(self.substeps)
-            self._control[:, :, :nu] = np.where(
-                (j[None, :] < f[:, None])[..., None], older[:, None, :], newer[:, None, :]
-            )
+    def _write_controls(self) -> None:
+        """Fill the (N, substeps, ncontrol) control array: the plant's controls, pushes."""
+        nu = self.nu
+        self.plant.controls(self.substeps, out=self._control[:, :, :nu])
         if self.pushes:
             xfrc = self._control[:, :, nu:].reshape(self.num_envs, self.substeps, -1, 6)
             xfrc[:] = 0.0
@@ -289,15 +291,7 @@ class BatchedEnv(VectorEnv):
                 xfrc[hit, :, b, 0:2] = force[:, None, :]
 
     def _read_sensors(self, ids: np.ndarray) -> np.ndarray | None:
-        if not self.task.sensor_names:
-            return None
-        noise = None
-        if self.obs_noise_std.any():
-            noise = (
-                self._rng.normal(0.0, 1.0, (ids.size, self.obs_noise_std.size)) * self.obs_noise_std
-            )
-        res = self.base_resolution * self.res_scale[ids]
-        return self.task.sensors(self.sensordata[ids], noise, self.sensor_bias[ids], res)
+        return self.plant.sense(self.sensordata[ids], ids)
 
     def _view(self, sensors, action, ctrl) -> StepView:
         return StepView(
@@ -311,19 +305,15 @@ class BatchedEnv(VectorEnv):
             fields=self.fields,
         )
 
-    def _reset_envs(self, ids: np.ndarray) -> None:
-        """New episode for the envs in `ids`: resample their models, initial state, signals."""
+    def _reset_envs(self, ids: np.ndarray) -> np.ndarray | None:
+        """New episode for the envs in `ids`: resample their models, initial state, signals.
+        Returns their first readings."""
         task, rng = self.task, self._rng
         if self.binder is not None:
             for i in ids:
                 p = self.binder.sample(rng)
                 self.binder.apply(self.models[i], p)
-                self.latency_steps[i], self.latency_sub[i] = divmod(
-                    int(round(p.latency_s / self.nominal.opt.timestep)), self.substeps
-                )
-                if p.sensor_bias is not None:
-                    self.sensor_bias[i] = p.sensor_bias
-                self.res_scale[i] = p.resolution_scale
+                self.plant.configure(i, p.latency_s, p.sensor_bias, p.resolution_scale)
         qpos, qvel = task.initial_state(self.nominal, rng, ids.size)
         d = self._scratch
         for row, i in enumerate(ids):
@@ -340,7 +330,7 @@ class BatchedEnv(VectorEnv):
                 buf[i] = getattr(d, f)
         if self.binder is not None:
             self._batch.set_models(self.models)  # the batch reads edited models anew
-        self._hist[:, ids] = self._safe_ctrl
+        self.plant.hold(ids)
         self.steps[ids] = 0
         self.returns[ids] = 0.0
         self._qpos_prev[ids] = qpos
@@ -356,6 +346,7 @@ class BatchedEnv(VectorEnv):
             fields={f: buf[ids] for f, buf in self.fields.items()},
         )
         self.obs[ids] = task.observe(view)
+        return sensors
 
 
 def _copy_model(m: mujoco.MjModel) -> mujoco.MjModel:

@@ -3,9 +3,11 @@ log=PATH`), so that `firmware_bridge.replay` compares simulated and real runs wi
 
 The episode runs the robot's MJCF (with the evaluation's randomization sampled once, as a
 reality) the way `firmware_bridge.sim_robot` runs it against an ideal host: physics at the
-model's timestep; a STATE every control period holding `sensordata` after a physics step,
-through the spec's sensor model (noise, bias, resolution); the command the policy computes
-from it takes effect from the next physics step (plus the sampled latency). The policy is
+model's timestep; a STATE every control period (the first at the initial state, then
+`sensordata` after a physics step, as the training engine reads them) through the one plant
+model (`envs.plant`: sensor noise, bias, resolution); the command the policy computes from
+it takes effect from the next physics step (plus the sampled latency, in physics steps,
+with action noise drawn once per command). The policy is
 the actor's exported semantics: the mean action, mapped to commands by the spec.
 
 The log's metadata marks it simulated and states its clocks exactly (`timing`), names the
@@ -60,80 +62,42 @@ def _find_checkpoint(ck: dict[str, Any], sha: str) -> str | None:
     return None
 
 
-def write_sim_episode(
-    ck: dict[str, Any],
-    actor,
-    env_cfg: Any,
-    rand,
-    seed: int,
-    path: str | Path,
-    checkpoint: str | Path | None = None,
-) -> Path:
-    """Simulate one episode of `actor` and write it to `path` as a rollout log."""
-    import mujoco
-    import torch
+def _reality(rand, model, names: tuple[str, ...], rng: np.random.Generator):
+    """Sample the evaluation's randomization once and apply it to `model`, as a reality.
+
+    Returns (perturbation or None, obs noise std, action noise std, its log metadata)."""
+    if rand.is_empty:
+        return None, np.zeros(len(names)), 0.0, {}
+    from envs.randomization import Binder
+
+    binder = Binder(rand, model, names)
+    p = binder.sample(rng)
+    binder.apply(model, p)
+    meta = {
+        "fields": [
+            {
+                "key": b.rng.key,
+                "field": b.rng.field,
+                "targets": list(b.rng.targets),
+                "op": b.rng.op,
+                "index": None if b.rng.index is None else list(b.rng.index),
+                "values": np.asarray(v).ravel().tolist(),
+            }
+            for b, v in zip(binder.bound, p.fields, strict=True)
+        ],
+        "latency_s": p.latency_s,
+        "sensor_bias": None if p.sensor_bias is None else p.sensor_bias.tolist(),
+        "resolution_scale": p.resolution_scale,
+        "gravity": None if p.gravity is None else p.gravity.tolist(),
+        "pushes": "not simulated" if rand.push_prob > 0 else None,
+    }
+    return p, binder.obs_noise_std, rand.action_noise_std, meta
+
+
+def _metadata(spec, env_cfg, ck_path, sha, latency_s, seed, pert_meta, dt) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    from envs.make import robot_spec
-    from envs.randomization import Binder, Randomization
-    from envs.task import physics_substeps
-    from firmware_bridge.logs.rollout_log import RolloutLog
-    from ppo_robot.cli import UserError
-
-    if env_cfg.kind != "robot":
-        raise UserError(
-            f"log=: env '{env_cfg.name}' is not a robot spec; rollout logs are written for robots"
-        )
-    spec = robot_spec(env_cfg)
-    model = spec.load_model(env_cfg.model_xml)
-    names = tuple(s.name for s in spec.sensors)
-    rng = np.random.default_rng(seed)
-    rand = rand or Randomization()
-    dt = float(model.opt.timestep)
-    n_sens = spec.n_sensors
-    noise_std, bias, res_scale, latency_s, act_noise = np.zeros(n_sens), None, 1.0, 0.0, 0.0
-    pert_meta: dict[str, Any] = {}
-    if not rand.is_empty:
-        binder = Binder(rand, model, names)
-        p = binder.sample(rng)
-        binder.apply(model, p)
-        noise_std = binder.obs_noise_std
-        bias, res_scale, latency_s = p.sensor_bias, p.resolution_scale, p.latency_s
-        act_noise = rand.action_noise_std
-        pert_meta = {
-            "fields": [
-                {
-                    "key": b.rng.key,
-                    "field": b.rng.field,
-                    "targets": list(b.rng.targets),
-                    "op": b.rng.op,
-                    "index": None if b.rng.index is None else list(b.rng.index),
-                    "values": np.asarray(v).ravel().tolist(),
-                }
-                for b, v in zip(binder.bound, p.fields, strict=True)
-            ],
-            "latency_s": p.latency_s,
-            "sensor_bias": None if bias is None else bias.tolist(),
-            "resolution_scale": res_scale,
-            "gravity": None if p.gravity is None else p.gravity.tolist(),
-            "pushes": "not simulated" if rand.push_prob > 0 else None,
-        }
-    lat_steps = int(round(latency_s / dt))
-    substeps = physics_substeps(model, spec.control_hz)
-    resolution = spec.resolution * res_scale
-    sidx = spec.sensor_index(model)
-    aidx = spec.actuator_index(model)
-
-    qpos, qvel = spec.initial_state(model, rng, 1)
-    data = mujoco.MjData(model)
-    mujoco.mj_resetData(model, data)
-    data.qpos[:] = qpos[0]
-    data.qvel[:] = qvel[0]
-    mujoco.mj_forward(model, data)
-
-    sha = actor_sha256(actor)
-    ck_path = str(Path(checkpoint).resolve()) if checkpoint else _find_checkpoint(ck, sha)
-    meta = {
+    return {
         "robot": spec.name,
         "robot_layout": spec.layout(),
         "simulated": True,
@@ -142,7 +106,7 @@ def write_sim_episode(
         "checkpoint": ck_path,
         "actor_sha256": sha,
         "model_xml": env_cfg.model_xml,
-        "latency_s": lat_steps * dt,
+        "latency_s": latency_s,
         "seed": seed,
         "perturbation": pert_meta,
         "config": {
@@ -158,81 +122,117 @@ def write_sim_episode(
         },
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = Path(path)
-    rlog = RolloutLog(path, meta, clock=lambda: 0)  # the simulation's clock: t_host = sim time
-    safe = spec.safe_command
-    lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
-    pending: list[tuple[int, np.ndarray]] = []
-    ctrl = safe.copy()
-    trace = np.zeros((spec.episode_steps, n_sens))
-    ticks, terminated = 0, False
-    n = 0
-    rlog.event("enable", "simulated episode", t_host=dt)
+
+
+def _put_tick(rlog, k: int, t: float, sens, obs, cmd) -> None:
+    """One control tick as the deploy bridge logs it (ideal host: no delays, no misses)."""
+    t_ns = int(round(t * 1e9))
+    common = {"tick": k, "t_host": t}
+    state = {
+        **common,
+        "seq": k,
+        "t_us": int(round(t * 1e6)),
+        "status": STATUS_RUNNING,
+        "fault": 0,
+        "last_cmd_seq": k - 1 if k else NO_COMMAND,
+        "rx_errors": 0,
+        "sensors": sens.tolist(),
+    }
+    rlog.put("/state", t_ns, state)
+    rlog.put("/observation", t_ns, {**common, "obs": obs.tolist()})
+    rlog.put("/action", t_ns, {**common, "action": cmd.tolist()})
+    command = {**common, "seq": k, "state_seq": k, "values": cmd.tolist(), "limited": False}
+    rlog.put("/command", t_ns, command)
+    zeros = ("period_error_us", "state_age_ms", "compute_us", "obs_us", "policy_us")
+    timing = {**common, "deadline": t, **dict.fromkeys(zeros, 0.0)}
+    rlog.put("/timing", t_ns, {**timing, "safety_us": 0.0, "send_us": 0.0, "missed": False})
+
+
+def _run(spec, model, data, plant, actor, rlog, substeps: int) -> tuple[int, bool, float, bool]:
+    """The closed loop, as the training engine steps it: a reading, the policy's command
+    (through the plant: noise, latency), `substeps` physics steps; each tick logged.
+    Returns (ticks, terminated, time of the last tick, success)."""
+    import mujoco
+    import torch
+
+    aidx, sidx = spec.actuator_index(model), spec.sensor_index(model)
+    dt = float(model.opt.timestep)
+    trace = np.zeros((spec.episode_steps, spec.n_sensors))
+    sens = plant.sense(data.sensordata[None])[0]
+    ticks, t = 0, 0.0
     with torch.no_grad():
         while ticks < spec.episode_steps:
-            n += 1
-            while pending and pending[0][0] <= n:
-                ctrl = pending.pop(0)[1]
-            data.ctrl[aidx] = np.clip(ctrl, lo[aidx], hi[aidx])
-            mujoco.mj_step(model, data)
-            if (n - 1) % substeps:
-                continue
-            t = n * dt
-            t_ns = int(round(t * 1e9))
-            noise = rng.normal(0.0, 1.0, n_sens) * noise_std if noise_std.any() else None
-            sens = spec.read_sensors(data.sensordata[None], sidx, resolution, noise, bias)[0]
+            t = ticks * substeps * dt
             obs = spec.observe(sens[None])[0]
             action = actor(torch.as_tensor(obs[None], dtype=torch.float32)).numpy()[0]
             cmd = spec.action_to_command(action.astype(np.float64))
-            applied = cmd + rng.normal(0.0, act_noise, cmd.shape) if act_noise > 0 else cmd
-            pending.append((n + 1 + lat_steps, applied))
-            k = ticks
-            common = {"tick": k, "t_host": t}
-            rlog.put(
-                "/state",
-                t_ns,
-                {
-                    **common,
-                    "seq": k,
-                    "t_us": int(round(t * 1e6)),
-                    "status": STATUS_RUNNING,
-                    "fault": 0,
-                    "last_cmd_seq": k - 1 if k else NO_COMMAND,
-                    "rx_errors": 0,
-                    "sensors": sens.tolist(),
-                },
-            )
-            rlog.put("/observation", t_ns, {**common, "obs": obs.tolist()})
-            rlog.put("/action", t_ns, {**common, "action": cmd.tolist()})
-            rlog.put(
-                "/command",
-                t_ns,
-                {**common, "seq": k, "state_seq": k, "values": cmd.tolist(), "limited": False},
-            )
-            rlog.put(
-                "/timing",
-                t_ns,
-                {
-                    **common,
-                    "deadline": t,
-                    "period_error_us": 0.0,
-                    "state_age_ms": 0.0,
-                    "compute_us": 0.0,
-                    "obs_us": 0.0,
-                    "policy_us": 0.0,
-                    "safety_us": 0.0,
-                    "send_us": 0.0,
-                    "missed": False,
-                },
-            )
-            trace[k] = sens
+            _put_tick(rlog, ticks, t, sens, obs, cmd)
+            trace[ticks] = sens
             ticks += 1
-            true = data.sensordata[sidx]
-            if bool(spec.terminated(true[None])[0]):
-                terminated = True
-                break
-    end = n * dt
-    success = bool(spec.success(trace[None, :ticks])[0]) and not terminated
+            if bool(spec.terminated(data.sensordata[sidx][None])[0]):
+                return ticks, True, t, False
+            plant.command(cmd[None])
+            for ctrl in plant.controls(substeps)[0]:
+                data.ctrl[aidx] = ctrl
+                mujoco.mj_step(model, data)
+            sens = plant.sense(data.sensordata[None])[0]
+    return ticks, False, t, bool(spec.success(trace[None, :ticks])[0])
+
+
+def write_sim_episode(
+    ck: dict[str, Any],
+    actor,
+    env_cfg: Any,
+    rand,
+    seed: int,
+    path: str | Path,
+    checkpoint: str | Path | None = None,
+) -> Path:
+    """Simulate one episode of `actor` and write it to `path` as a rollout log."""
+    import mujoco
+
+    from envs.make import robot_spec
+    from envs.plant import PlantModel, ctrl_bounds, spec_reader
+    from envs.randomization import Randomization
+    from envs.task import physics_substeps
+    from firmware_bridge.logs.rollout_log import RolloutLog
+    from ppo_robot.cli import UserError
+
+    if env_cfg.kind != "robot":
+        raise UserError(
+            f"log=: env '{env_cfg.name}' is not a robot spec; rollout logs are written for robots"
+        )
+    spec = robot_spec(env_cfg)
+    model = spec.load_model(env_cfg.model_xml)
+    rng = np.random.default_rng(seed)
+    names = tuple(s.name for s in spec.sensors)
+    p, noise_std, act_noise, pert_meta = _reality(rand or Randomization(), model, names, rng)
+    dt = float(model.opt.timestep)
+    substeps = physics_substeps(model, spec.control_hz)
+    lo, hi = ctrl_bounds(model, spec.actuator_index(model))
+    plant = PlantModel(
+        1, dt, lo, hi, spec.safe_command, spec_reader(spec, model), spec.resolution, noise_std,
+        action_noise_std=act_noise, max_latency_s=p.latency_s if p else 0.0,
+        command_interval=substeps, seed=seed,
+    )  # fmt: skip
+    if p is not None:
+        plant.configure(0, p.latency_s, p.sensor_bias, p.resolution_scale)
+
+    qpos, qvel = spec.initial_state(model, rng, 1)
+    data = mujoco.MjData(model)
+    mujoco.mj_resetData(model, data)
+    data.qpos[:] = qpos[0]
+    data.qvel[:] = qvel[0]
+    mujoco.mj_forward(model, data)
+
+    sha = actor_sha256(actor)
+    ck_path = str(Path(checkpoint).resolve()) if checkpoint else _find_checkpoint(ck, sha)
+    latency_s = int(plant.delay[0]) * dt
+    meta = _metadata(spec, env_cfg, ck_path, sha, latency_s, seed, pert_meta, dt)
+    path = Path(path)
+    rlog = RolloutLog(path, meta, clock=lambda: 0)  # the simulation's clock: t_host = sim time
+    rlog.event("enable", "simulated episode", t_host=0.0)
+    ticks, terminated, end, success = _run(spec, model, data, plant, actor, rlog, substeps)
     rlog.event(
         "disable", "end of simulated episode" + (" (terminated)" if terminated else ""), t_host=end
     )

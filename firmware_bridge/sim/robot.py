@@ -9,7 +9,9 @@ through the robot spec's sensor model (quantization, noise, bias).
 
 To rehearse against a plant that is not the training model: `model_xml=PATH` (an MJCF
 with the same sensors and actuators), `reality=PATH` (a reality perturbation in the
-randomization schema), `latency_s=` (command latency) and `sensor_noise_std=`.
+randomization schema), `latency_s=` (command latency, added to the reality's and rounded
+to whole physics steps) and `sensor_noise_std=`. Latency, action noise and the sensor model
+are the training engine's own (`envs.plant`).
 Logs what it does to stderr; on SIGTERM/SIGINT it goes safe, removes the link and prints
 a one-line JSON summary.
 """
@@ -23,7 +25,6 @@ import signal
 import sys
 import time
 import tty
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,11 @@ log = logging.getLogger("sim_robot")
 
 
 class Plant:
-    """The robot's MJCF stepped one physics step at a time, with the spec's sensor model."""
+    """The robot's MJCF stepped one physics step at a time, through the one plant model
+    (`envs.plant`: latency in physics steps, action noise, the spec's sensor model)."""
 
     def __init__(self, spec, cfg: Any) -> None:
+        from envs.plant import PlantModel, ctrl_bounds, spec_reader
         from envs.randomization import Randomization, apply_reality, load
 
         self.spec = spec
@@ -48,15 +51,24 @@ class Plant:
             rand, self.model, tuple(s.name for s in spec.sensors), cfg.seed
         )
         self.data = mujoco.MjData(self.model)
-        self.sensor_idx = spec.sensor_index(self.model)
-        self.rng = np.random.default_rng(cfg.seed)
         n = spec.n_sensors
-        self.noise_std = np.full(n, float(cfg.sensor_noise_std)) + self.binder.obs_noise_std
-        self.bias = self.pert.sensor_bias if self.pert.sensor_bias is not None else np.zeros(n)
-        self.resolution = spec.resolution * self.pert.resolution_scale
-        self.action_noise = rand.action_noise_std
         self.latency_s = float(cfg.latency_s) + self.pert.latency_s
         self.dt = self.model.opt.timestep
+        lo, hi = ctrl_bounds(self.model)
+        self.io = PlantModel(
+            1,
+            self.dt,
+            lo,
+            hi,
+            spec.safe_command,
+            read=spec_reader(spec, self.model),
+            base_resolution=spec.resolution,
+            obs_noise_std=np.full(n, float(cfg.sensor_noise_std)) + self.binder.obs_noise_std,
+            action_noise_std=rand.action_noise_std,
+            max_latency_s=self.latency_s,
+            seed=cfg.seed,
+        )
+        self.io.configure(0, self.latency_s, self.pert.sensor_bias, self.pert.resolution_scale)
         self.initial_qpos = (
             None if cfg.initial_qpos is None else np.asarray(cfg.initial_qpos, float)
         )
@@ -65,36 +77,36 @@ class Plant:
                 f"initial_qpos: needs {self.model.nq} values, got {self.initial_qpos.size}"
             )
         self.reset()
-        self._buf = np.zeros((1, n))
 
-    def reset(self) -> None:
+    def reset(self, qpos: np.ndarray | None = None, qvel: np.ndarray | None = None) -> None:
+        """Back to the initial state (or to `qpos`, `qvel`); the command history stays."""
         mujoco.mj_resetData(self.model, self.data)
-        if self.initial_qpos is not None:
-            self.data.qpos[:] = self.initial_qpos
+        q = self.initial_qpos if qpos is None else qpos
+        if q is not None:
+            self.data.qpos[:] = q
+        if qvel is not None:
+            self.data.qvel[:] = qvel
         mujoco.mj_forward(self.model, self.data)
 
-    def step(self, ctrl: np.ndarray) -> None:
-        c = ctrl
-        if self.action_noise > 0 and np.any(ctrl != 0):
-            c = ctrl + self.rng.normal(0.0, self.action_noise, ctrl.shape)
-        lo, hi = self.model.actuator_ctrlrange[:, 0], self.model.actuator_ctrlrange[:, 1]
-        self.data.ctrl[:] = np.clip(c, lo, hi)
+    def command(self, cmd: np.ndarray) -> None:
+        """A command arrived now; it reaches the actuators after the latency."""
+        self.io.command(np.asarray(cmd, dtype=np.float64)[None])
+
+    def hold(self, cmd: np.ndarray) -> None:
+        """The actuators see `cmd` from the next step on (no latency): the safe state."""
+        self.io.hold(0, np.clip(cmd, self.io.ctrl_low, self.io.ctrl_high))
+
+    def step(self) -> None:
+        """One physics step with the control the plant model gives this step."""
+        self._apply(self.io.controls(1)[0, 0])
         mujoco.mj_step(self.model, self.data)
 
+    def _apply(self, ctrl: np.ndarray) -> None:
+        """The one place a control reaches the model's actuators."""
+        self.data.ctrl[:] = ctrl
+
     def sensors(self) -> np.ndarray:
-        noise = (
-            self.rng.normal(0.0, 1.0, self.noise_std.shape) * self.noise_std
-            if self.noise_std.any()
-            else None
-        )
-        return self.spec.read_sensors(
-            self.data.sensordata[None],
-            self.sensor_idx,
-            self.resolution,
-            noise,
-            self.bias,
-            out=self._buf,
-        )[0]
+        return self.io.sense(self.data.sensordata[None])[0]
 
 
 class _Port:
@@ -142,13 +154,13 @@ class _Port:
             os.close(self._slave)
 
 
-def serve(cfg: Any) -> dict[str, Any]:
+def _build(cfg: Any):
+    """The spec, the plant and the controller's configuration; bad keys are UserErrors."""
     from envs.randomization import RandomizationError
     from envs.robots import get_robot
     from envs.spec import SpecError
-    from firmware_bridge.sim.controller import Controller, ControllerConfig
+    from firmware_bridge.sim.controller import ControllerConfig
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="sim_robot: %(message)s")
     try:
         spec = get_robot(cfg.robot)
         plant = Plant(spec, cfg)
@@ -166,6 +178,11 @@ def serve(cfg: Any) -> dict[str, Any]:
         watchdog_ms=int(cfg.watchdog_ms),
         boot_id=boot_id,
     )
+    return spec, plant, ccfg
+
+
+def _open_io(cfg: Any) -> tuple[Any, _Port, Path | None]:
+    """The applied-command log (or None), the port, and its symlink (or None)."""
     try:
         applied = open(cfg.applied_log, "wb") if cfg.applied_log else None  # noqa: SIM115
     except OSError as e:
@@ -176,6 +193,71 @@ def serve(cfg: Any) -> dict[str, Any]:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(port.path)
+    return applied, port, link
+
+
+class _Loop:
+    """Physics in real time: the controller's commands through the plant, one step each."""
+
+    def __init__(self, cfg: Any, plant: Plant, ctl, port: _Port) -> None:
+        self.cfg, self.plant, self.ctl, self.port = cfg, plant, ctl, port
+        self.stop = False
+        self.k = 0  # physics steps done
+        self._applied_before = 0
+        self._was_enabled = False
+        self._hellos = 0
+        self._behind_warned = False
+
+    def run(self) -> None:
+        dt_ns = int(round(self.plant.dt * 1e9))
+        end_ns = int(self.cfg.duration_s * 1e9) if self.cfg.duration_s else None
+        t0 = time.monotonic_ns()
+        while not self.stop:
+            now = time.monotonic_ns() - t0
+            if end_ns is not None and now >= end_ns:
+                break
+            wait = ((self.k + 1) * dt_ns - now) / 1e9
+            if wait > 0:
+                r, _, _ = select.select([self.port.fd], [], [], wait)
+                data = self.port.read() if r else b""
+                if data:
+                    self.ctl.receive(data, (time.monotonic_ns() - t0) // 1000)
+                continue
+            self._physics_step(now)
+            lag = now - self.k * dt_ns
+            if lag > 50_000_000:  # more than 50 ms behind real time: skip ahead
+                if not self._behind_warned:
+                    log.warning("physics fell %.0f ms behind real time; skipping ahead", lag / 1e6)
+                    self._behind_warned = True
+                self.k = now // dt_ns
+
+    def _physics_step(self, now: int) -> None:
+        """Hand the controller's command to the plant, step physics once, let it report."""
+        ctl, plant = self.ctl, self.plant
+        if ctl.enabled:
+            if ctl.commands_applied != self._applied_before:
+                self._applied_before = ctl.commands_applied
+                plant.command(ctl.command)
+            self._was_enabled = True
+        else:
+            plant.hold(ctl.command)  # the safe command, at once: pending ones are dropped
+            self._was_enabled = False
+            self._applied_before = ctl.commands_applied
+        if self.cfg.reset_on_hello and ctl.hellos != self._hellos:
+            self._hellos = ctl.hellos
+            plant.reset()
+            log.info("HELLO: plant reset to its initial state")
+        plant.step()
+        self.k += 1
+        ctl.poll(now // 1000, plant.sensors)
+
+
+def serve(cfg: Any) -> dict[str, Any]:
+    from firmware_bridge.sim.controller import Controller
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="sim_robot: %(message)s")
+    spec, plant, ccfg = _build(cfg)
+    applied, port, link = _open_io(cfg)
     ctl = Controller(ccfg, port.write)
     if applied is not None:  # what reached the actuators, to compare with what the host sent
         ctl.on_apply = lambda seq, v: applied.write(
@@ -188,71 +270,18 @@ def serve(cfg: Any) -> dict[str, Any]:
         1 / plant.dt,
         ccfg.watchdog_ms,
         plant.latency_s * 1e3,
-        boot_id,
+        ccfg.boot_id,
         f", reality {cfg.reality}" if cfg.reality else "",
     )
-
-    stop = {"flag": False}
+    loop = _Loop(cfg, plant, ctl, port)
 
     def _stop(signum, frame) -> None:  # noqa: ARG001
-        stop["flag"] = True
+        loop.stop = True
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-
-    dt_ns = int(round(plant.dt * 1e9))
-    lat_ns = int(round(plant.latency_s * 1e9))
-    pending: deque[tuple[int, np.ndarray]] = deque()
-    ctrl = spec.safe_command.copy()
-    applied_before = 0
-    t0 = time.monotonic_ns()
-    k = 0  # physics steps done
-    behind_warned = False
-    end_ns = int(cfg.duration_s * 1e9) if cfg.duration_s else None
-    was_enabled = False
-    hellos = 0
     try:
-        while not stop["flag"]:
-            now = time.monotonic_ns() - t0
-            if end_ns is not None and now >= end_ns:
-                break
-            next_step = (k + 1) * dt_ns
-            wait = (next_step - now) / 1e9
-            if wait > 0:
-                r, _, _ = select.select([port.fd], [], [], wait)
-                if r:
-                    data = port.read()
-                    if data:
-                        ctl.receive(data, (time.monotonic_ns() - t0) // 1000)
-                continue
-            # physics step(s) due
-            now_us = now // 1000
-            if ctl.enabled:
-                if ctl.commands_applied != applied_before:
-                    applied_before = ctl.commands_applied
-                    pending.append((now + lat_ns, ctl.command.copy()))
-                while pending and pending[0][0] <= now:
-                    ctrl = pending.popleft()[1]
-                was_enabled = True
-            else:
-                if was_enabled or pending:
-                    pending.clear()
-                    was_enabled = False
-                ctrl = ctl.command  # safe command
-                applied_before = ctl.commands_applied
-            if cfg.reset_on_hello and ctl.hellos != hellos:
-                hellos = ctl.hellos
-                plant.reset()
-                log.info("HELLO: plant reset to its initial state")
-            plant.step(ctrl)
-            k += 1
-            ctl.poll(now_us, plant.sensors)
-            lag = now - k * dt_ns
-            if lag > 50_000_000:  # more than 50 ms behind real time: skip ahead
-                if not behind_warned:
-                    log.warning("physics fell %.0f ms behind real time; skipping ahead", lag / 1e6)
-                    behind_warned = True
-                k = now // dt_ns
+        loop.run()
     finally:
         ctl.safe_state()
         port.close()
@@ -262,15 +291,15 @@ def serve(cfg: Any) -> dict[str, Any]:
             link.unlink()
     summary = {
         "robot": spec.name,
-        "sim_s": round(k * plant.dt, 3),
+        "sim_s": round(loop.k * plant.dt, 3),
         "commands_applied": ctl.commands_applied,
         "watchdog_trips": ctl.watchdog_trips,
         "faults": ctl.faults_raised,
         "rx_errors": ctl.parser.stats.dropped_total,
         "tx_dropped": port.tx_dropped,
-        "boot_id": boot_id,
+        "boot_id": ccfg.boot_id,
     }
-    log.info("stopped after %.1f s of simulated time", k * plant.dt)
+    log.info("stopped after %.1f s of simulated time", loop.k * plant.dt)
     write_summary(summary, None)
     return summary
 
