@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,14 @@ class Sensor:
     """Highest value that is safe."""
     resolution: float = 0.0
     """Quantum of the reading (an encoder's 2*pi/counts), 0 for a continuous value."""
+    source: str | None = None
+    """MuJoCo sensor that simulates it; None = `name`."""
+    component: int | None = None
+    """Index into a vector sensor's values (a gyro's 0..2); None = a scalar sensor."""
+
+    @property
+    def mujoco_name(self) -> str:
+        return self.source if self.source is not None else self.name
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,40 @@ class Actuator:
     """Position gain the servo runs with (position actuators only)."""
     kd: float = 0.0
     """Damping gain the servo runs with (position actuators only)."""
+    safe_mode: str = "value"
+    """Safe state: 'value' = command `safe`; 'hold' = hold the measured position (reading
+    of `position_sensor`); 'off' = torque off (NaN inside the controller, never on the wire)."""
+    position_sensor: str | None = None
+    """Layout sensor measuring the joint it drives; needed by 'hold' and by soft start of a
+    position actuator (it ramps from the measured pose)."""
+
+    def __post_init__(self) -> None:
+        if self.safe_mode not in SAFE_MODES:
+            raise SpecError(
+                f"actuator '{self.name}': safe_mode '{self.safe_mode}' is not one of {SAFE_MODES}"
+            )
+        if self.safe_mode == "hold" and self.kind != "position":
+            raise SpecError(f"actuator '{self.name}': safe_mode 'hold' needs kind='position'")
+        if self.kind == "position" and not self.position_sensor:
+            raise SpecError(
+                f"actuator '{self.name}': a position actuator needs its position_sensor "
+                "(safe_mode 'hold' and the soft start read it)"
+            )
+
+
+SAFE_MODES = ("value", "hold", "off")
+_LAYOUT_DEFAULTS = {
+    "source": None,
+    "component": None,
+    "safe_mode": "value",
+    "position_sensor": None,
+}
+"""Fields left out of `layout()` at these values, so older layouts keep their hash."""
+
+
+def _layout_entry(entry: Sensor | Actuator) -> dict:
+    d = asdict(entry)
+    return {k: v for k, v in d.items() if k not in _LAYOUT_DEFAULTS or v != _LAYOUT_DEFAULTS[k]}
 
 
 @dataclass(frozen=True)
@@ -193,23 +236,27 @@ class RobotSpec(ABC):
 
     def check_model(self, model: mujoco.MjModel, where: str = "model") -> None:
         for s in self.sensors:
-            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.name) < 0:
-                raise SpecError(f"{where}: robot '{self.name}' needs sensor '{s.name}', missing")
-            sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.name)
-            if model.sensor_dim[sid] != 1:
-                raise SpecError(f"{where}: sensor '{s.name}' must be scalar")
+            _check_sensor(model, s, self.name, where)
         for a in self.actuators:
-            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a.name) < 0:
+            aid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a.name)
+            if aid < 0:
                 raise SpecError(f"{where}: robot '{self.name}' needs actuator '{a.name}', missing")
+            if a.kind == "position":
+                _check_gains(model, aid, a, where)
+                _check_position_sensor(model, aid, a, self.sensors, where)
         if model.nu != self.n_actuators:
             raise SpecError(
                 f"{where}: has {model.nu} actuators, robot '{self.name}' defines {self.n_actuators}"
             )
 
     def sensor_index(self, model: mujoco.MjModel) -> np.ndarray:
-        """Indices into `sensordata` of the spec's sensors, in layout order."""
-        ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.name) for s in self.sensors]
-        return np.array([model.sensor_adr[i] for i in ids], dtype=np.int64)
+        """Indices into `sensordata` of the spec's sensors, in layout order (a vector
+        sensor's entry: its address plus the component)."""
+        idx = []
+        for s in self.sensors:
+            sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.mujoco_name)
+            idx.append(model.sensor_adr[sid] + (s.component or 0))
+        return np.array(idx, dtype=np.int64)
 
     def actuator_index(self, model: mujoco.MjModel) -> np.ndarray:
         """Indices into `ctrl` of the spec's actuators, in layout order."""
@@ -276,8 +323,8 @@ class RobotSpec(ABC):
             "name": self.name,
             "version": self.version,
             "control_hz": self.control_hz,
-            "sensors": [asdict(s) for s in self.sensors],
-            "actuators": [asdict(a) for a in self.actuators],
+            "sensors": [_layout_entry(s) for s in self.sensors],
+            "actuators": [_layout_entry(a) for a in self.actuators],
             "obs_names": list(self.obs_names),
         }
 
@@ -290,6 +337,113 @@ class RobotSpec(ABC):
         from dataclasses import replace
 
         return replace(self, control_hz=float(control_hz))
+
+    # ---------------------------------------------------------------- safe state
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sensors]
+        for a in self.actuators:
+            if a.position_sensor is not None and a.position_sensor not in names:
+                raise SpecError(
+                    f"robot '{self.name}': actuator '{a.name}' position_sensor "
+                    f"'{a.position_sensor}' is not in the sensor layout {names}"
+                )
+
+    def position_sensor_index(self) -> np.ndarray:
+        """Per actuator, the layout index of its `position_sensor`, -1 where none."""
+        names = [s.name for s in self.sensors]
+        return np.array(
+            [names.index(a.position_sensor) if a.position_sensor else -1 for a in self.actuators],
+            dtype=np.int64,
+        )
+
+    def safe_command_for(self, sensors: np.ndarray) -> np.ndarray:
+        """The safe command given the latest readings (n_sensors,): 'value' -> `safe`,
+        'hold' -> the position sensor's reading clipped to the command limits, 'off' -> NaN
+        (torque off: the controller's own state, never sent on the wire). A 'hold' whose
+        reading is not finite falls back to `safe`."""
+        cmd = self.safe_command
+        for i, (a, j) in enumerate(zip(self.actuators, self.position_sensor_index(), strict=True)):
+            if a.safe_mode == "hold" and math.isfinite(float(sensors[j])):
+                cmd[i] = min(max(float(sensors[j]), a.low), a.high)
+            elif a.safe_mode == "off":
+                cmd[i] = np.nan
+        return cmd
+
+    def soft_start_origin(self, sensors: np.ndarray) -> np.ndarray:
+        """Where the soft-start ramp starts: a position actuator with a position sensor at
+        its measured position (clipped to the limits), every other at `safe`."""
+        cmd = self.safe_command
+        for i, (a, j) in enumerate(zip(self.actuators, self.position_sensor_index(), strict=True)):
+            if a.kind == "position" and j >= 0:
+                cmd[i] = min(max(float(sensors[j]), a.low), a.high)
+        return cmd
+
+    # ---------------------------------------------------------------- state
+
+    def state_from_sensors(
+        self, model: mujoco.MjModel, sensors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Readings (n_sensors,) -> (qpos (nq,), qvel (nv,)) to start a simulation from
+        (replay, identification). Default: the joints the layout measures
+        (`envs.state_map`), the rest at qpos0 / rest; a robot may override it."""
+        from envs.state_map import state_from_sensors
+
+        return state_from_sensors(self, model, sensors)
+
+
+def _check_sensor(model: mujoco.MjModel, s: Sensor, robot: str, where: str) -> None:
+    """The MuJoCo sensor of a layout entry exists and the entry picks one value of it."""
+    src = s.mujoco_name
+    sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, src)
+    if sid < 0:
+        raise SpecError(f"{where}: robot '{robot}' needs sensor '{src}', missing")
+    dim = int(model.sensor_dim[sid])
+    if s.component is None and dim != 1:
+        raise SpecError(
+            f"{where}: sensor '{src}' has {dim} values: layout entry '{s.name}' must name a component"
+        )
+    if s.component is not None and not 0 <= s.component < dim:
+        raise SpecError(
+            f"{where}: sensor '{src}' has {dim} values: component {s.component} of '{s.name}' "
+            "is out of range"
+        )
+
+
+def _check_gains(model: mujoco.MjModel, aid: int, a: Actuator, where: str) -> None:
+    """A position actuator's kp/kd are the MJCF's (gain kp, bias -kp q - kd qdot)."""
+    g, b = model.actuator_gainprm[aid], model.actuator_biasprm[aid]
+    for what, want, got in (("kp", a.kp, g[0]), ("kp", a.kp, -b[1]), ("kd", a.kd, -b[2])):
+        if not math.isclose(want, float(got), rel_tol=1e-9, abs_tol=0.0):
+            raise SpecError(
+                f"{where}: actuator '{a.name}' {what} = {want:g} in the spec, but the MJCF "
+                f"gives {float(got):g}"
+            )
+
+
+def _check_position_sensor(
+    model: mujoco.MjModel, aid: int, a: Actuator, sensors: tuple[Sensor, ...], where: str
+) -> None:
+    """A position actuator's `position_sensor`, where it is a joint sensor, measures the
+    joint the actuator drives (else 'hold' would hold another joint's angle)."""
+    s = next(x for x in sensors if x.name == a.position_sensor)
+    sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.mujoco_name)
+    joint = int(mujoco.mjtObj.mjOBJ_JOINT)
+    if int(model.sensor_objtype[sid]) != joint or int(model.actuator_trntype[aid]) != int(
+        mujoco.mjtTrn.mjTRN_JOINT
+    ):
+        return
+    if int(model.sensor_type[sid]) != int(mujoco.mjtSensor.mjSENS_JOINTPOS):
+        raise SpecError(
+            f"{where}: actuator '{a.name}' position_sensor '{s.name}' is not a jointpos sensor"
+        )
+    if int(model.sensor_objid[sid]) != int(model.actuator_trnid[aid, 0]):
+        sj = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(model.sensor_objid[sid]))
+        aj = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(model.actuator_trnid[aid, 0]))
+        raise SpecError(
+            f"{where}: actuator '{a.name}' drives joint '{aj}' but its position_sensor "
+            f"'{s.name}' measures joint '{sj}'"
+        )
 
 
 def wrap_angle(x: np.ndarray) -> np.ndarray:

@@ -272,33 +272,21 @@ def estimate_timing(states: list[dict], cmds: list[dict], timing: list[dict]) ->
 
 
 class StateMap:
-    """Which qpos/qvel entries the spec's sensors give: each jointpos/jointvel sensor of a
-    1-dof joint (hinge or slide) sets that joint's position/velocity."""
+    """Which qpos/qvel entries the spec's sensors give: the spec's `state_from_sensors`
+    (by default `envs.state_map`: jointpos/jointvel of hinges and slides, ballquat and
+    ballangvel of ball joints, framequat of a free body), batched."""
 
     def __init__(self, model: mujoco.MjModel, spec) -> None:
+        from envs.spec import RobotSpec
+        from envs.state_map import sensor_state_map
+
         self.model = model
-        idx = spec.sensor_index(model)
-        self.sensor_adr = idx
-        pos_s, pos_q, vel_s, vel_q = [], [], [], []
-        for i, s in enumerate(spec.sensors):
-            sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.name)
-            typ = int(model.sensor_type[sid])
-            if int(model.sensor_objtype[sid]) != int(mujoco.mjtObj.mjOBJ_JOINT):
-                continue
-            j = int(model.sensor_objid[sid])
-            if int(model.jnt_type[j]) not in (
-                int(mujoco.mjtJoint.mjJNT_HINGE),
-                int(mujoco.mjtJoint.mjJNT_SLIDE),
-            ):
-                continue
-            if typ == int(mujoco.mjtSensor.mjSENS_JOINTPOS):
-                pos_s.append(i)
-                pos_q.append(int(model.jnt_qposadr[j]))
-            elif typ == int(mujoco.mjtSensor.mjSENS_JOINTVEL):
-                vel_s.append(i)
-                vel_q.append(int(model.jnt_dofadr[j]))
-        self.pos_s, self.pos_q = np.array(pos_s, int), np.array(pos_q, int)
-        self.vel_s, self.vel_q = np.array(vel_s, int), np.array(vel_q, int)
+        self.sensor_adr = spec.sensor_index(model)
+        m = sensor_state_map(spec, model)
+        self.pos_s, self.pos_q, self.vel_s, self.vel_q = m.pos_s, m.pos_q, m.vel_s, m.vel_q
+        pos_q, self.quats = m.pos_q.tolist(), m.quats
+        overridden = type(spec).state_from_sensors is not RobotSpec.state_from_sensors
+        self.custom = spec.state_from_sensors if overridden else None
         covered_q = set(pos_q)
         self.unmapped = [
             mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or f"joint{j}"
@@ -321,8 +309,18 @@ class StateMap:
         """(B, n_sensors) readings at (B,) times -> (B, nstate) full physics states."""
         out = np.tile(self.template, (sensors.shape[0], 1))
         out[:, 0] = times
+        if self.custom is not None:  # the robot's own state_from_sensors, row by row
+            nq, nv = self.model.nq, self.model.nv
+            for b in range(sensors.shape[0]):
+                qpos, qvel = self.custom(self.model, sensors[b])
+                out[b, self.qpos_at : self.qpos_at + nq] = qpos
+                out[b, self.qvel_at : self.qvel_at + nv] = qvel
+            return out
         out[:, self.qpos_at + self.pos_q] = sensors[:, self.pos_s]
         out[:, self.qvel_at + self.vel_q] = sensors[:, self.vel_s]
+        for a in self.quats:  # quantized quaternion readings, normalized
+            q = out[:, self.qpos_at + a : self.qpos_at + a + 4]
+            q /= np.linalg.norm(q, axis=1, keepdims=True)
         return out
 
 

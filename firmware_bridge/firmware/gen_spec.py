@@ -41,8 +41,24 @@ def counts_per_rev(resolution: float) -> int | None:
     return int(round(counts)) if abs(counts - round(counts)) < 1e-6 else None
 
 
+def check_expressible(spec) -> None:
+    """SpecError unless the C firmware can do what the spec asks. The header carries no
+    safe state: the board's `safe_state` hook applies its fixed safe command, so only
+    safe_mode 'value' is expressible ('hold' needs the measured pose, 'off' a torque-off
+    the header cannot ask for)."""
+    from envs.spec import SpecError
+
+    for a in spec.actuators:
+        if a.safe_mode != "value":
+            raise SpecError(
+                f"gen_spec: robot '{spec.name}' actuator '{a.name}' has safe_mode "
+                f"'{a.safe_mode}', which the C firmware header cannot express (only 'value')"
+            )
+
+
 def header(spec) -> str:
-    """The text of robot_spec.h for one robot spec."""
+    """The text of robot_spec.h for one robot spec (SpecError if it cannot be expressed)."""
+    check_expressible(spec)
     s_min = ", ".join(_c_float(s.low) for s in spec.sensors)
     s_max = ", ".join(_c_float(s.high) for s in spec.sensors)
     a_min = ", ".join(_c_float(a.low) for a in spec.actuators)
@@ -124,12 +140,17 @@ def header_path(robot: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from envs.robots import get_robot
+    from envs.spec import SpecError
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("robot", help="a shipped robot with a board folder, e.g. furuta")
     ap.add_argument("--check", action="store_true", help="exit 1 if the header is stale")
     args = ap.parse_args(argv)
-    text = header(get_robot(args.robot))
+    try:
+        text = header(get_robot(args.robot))
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     path = header_path(args.robot)
     if args.check:
         current = path.read_text() if path.is_file() else ""

@@ -207,6 +207,8 @@ class ControlLoop:
                         "controller_fault", f"controller reports latched fault {int(state.fault)}"
                     )
                 self.safety.check_state(state.sensors)
+                if tick == 0:  # soft start ramps from the pose measured now
+                    self.safety.begin(state.sensors)
                 # ---- observation, policy, safety, command
                 t1 = self.clock()
                 sensors = state.sensors

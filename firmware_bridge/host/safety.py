@@ -6,13 +6,18 @@ robot spec's, the same numbers training terminates on and the controller raises 
 else a `sensor_envelope` fault naming the sensor and the value.
 
 Command steps, in order: NaN/inf guard (a non-finite policy output is a fault, never a command),
-soft-start ramp after enable (the allowed distance from the safe command grows from 0 to
-the full range over `soft_start_s`), maximum change per tick, clamp to the robot's limits.
+soft-start ramp after enable (the allowed distance from the ramp's origin grows from 0 to
+the full range over `soft_start_s`; the origin is the safe command, or for a position
+actuator with a position sensor its measured position at the first STATE of the run, so a
+servo does not jump), maximum change per tick, clamp to the robot's limits.
+`safe_state(sensors)` is the safe command for the latest readings (the spec's
+`safe_command_for`: fixed value, hold the measured pose, or NaN = torque off).
 Stale-state and overrun limits are checked by the loop with the figures configured here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,9 +51,13 @@ class SafetyLayer:
         safe: np.ndarray,
         cfg: SafetyConfig,
         sensors: tuple = (),
+        safe_for: Callable[[np.ndarray], np.ndarray] | None = None,
+        origin_for: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         """`low`, `high`, `safe`: the command limits and safe command; `sensors`: the robot
-        spec's `Sensor` entries, whose [low, high] every STATE is checked against."""
+        spec's `Sensor` entries, whose [low, high] every STATE is checked against;
+        `safe_for` / `origin_for`: readings -> safe command / soft-start origin (the spec's
+        `safe_command_for` / `soft_start_origin`; None = `safe` for both)."""
         self.low = np.asarray(low, dtype=np.float64)
         self.high = np.asarray(high, dtype=np.float64)
         self.safe = np.asarray(safe, dtype=np.float64)
@@ -62,11 +71,39 @@ class SafetyLayer:
         self.sensor_high = np.array([s.high for s in self.sensors], dtype=np.float64)
         self._ok = np.zeros(len(self.sensors), dtype=bool)
         self._ok_high = np.zeros(len(self.sensors), dtype=bool)
+        self.safe_for, self.origin_for = safe_for, origin_for
+        self.origin = self.safe.copy()
+        self._ramp_low, self._ramp_high = self.low - self.safe, self.high - self.safe
 
     @classmethod
     def for_spec(cls, spec, cfg: SafetyConfig) -> SafetyLayer:
-        """The safety layer of a robot spec: its command limits, safe command and sensors."""
-        return cls(spec.command_low, spec.command_high, spec.safe_command, cfg, spec.sensors)
+        """The safety layer of a robot spec: its command limits, safe command, sensors and
+        the spec's safe command and soft-start origin for given readings."""
+        return cls(
+            spec.command_low,
+            spec.command_high,
+            spec.safe_command,
+            cfg,
+            spec.sensors,
+            spec.safe_command_for,
+            spec.soft_start_origin,
+        )
+
+    def safe_state(self, sensors: np.ndarray | None) -> np.ndarray:
+        """The safe command for the latest readings (None: none yet -> the fixed `safe`)."""
+        if self.safe_for is None or sensors is None:
+            return self.safe.copy()
+        return np.asarray(self.safe_for(sensors), dtype=np.float64)
+
+    def begin(self, sensors: np.ndarray) -> None:
+        """Start of a run (after enable), on its first STATE: the soft-start ramp and the
+        per-tick change limit start from the measured pose (see `origin_for`)."""
+        if self.origin_for is not None:
+            self.origin[:] = self.origin_for(sensors)
+        o = self.origin
+        self._ramp_low[:] = self.low - o
+        self._ramp_high[:] = self.high - o
+        self.last[:] = o
 
     def check_state(self, sensors: np.ndarray) -> None:
         """Raise a `sensor_envelope` fault unless every reading is finite and inside its
@@ -86,6 +123,9 @@ class SafetyLayer:
         )
 
     def reset(self) -> None:
+        self.origin[:] = self.safe
+        self._ramp_low[:] = self.low - self.safe
+        self._ramp_high[:] = self.high - self.safe
         self.last[:] = self.safe
 
     def filter(
@@ -104,12 +144,8 @@ class SafetyLayer:
         cfg = self.cfg
         if cfg.soft_start_s > 0 and t_since_enable < cfg.soft_start_s:
             frac = max(0.0, t_since_enable) / cfg.soft_start_s
-            np.clip(
-                out,
-                self.safe + frac * (self.low - self.safe),
-                self.safe + frac * (self.high - self.safe),
-                out=out,
-            )
+            o = self.origin
+            np.clip(out, o + frac * self._ramp_low, o + frac * self._ramp_high, out=out)
         if cfg.max_delta is not None:
             np.clip(out, self.last - cfg.max_delta, self.last + cfg.max_delta, out=out)
         limited = bool(np.any(out != action))

@@ -4,8 +4,10 @@ Mirrors what the reference firmware does (docs/protocol.md, "Safety on the contr
 actuators armed only by ENABLE, disarmed by HELLO and DISABLE; COMMAND applied only while
 enabled and only when finite and inside the actuator limits (else fault BAD_COMMAND);
 a watchdog on the controller's own clock that puts the actuators in their safe state when
-no valid COMMAND arrives within `watchdog_ms`; while armed, a sensor reading outside its
-safe range (or not finite) raises LIMIT, as the C firmware's `check_sensor_limits` does;
+no valid COMMAND arrives within `watchdog_ms` (the spec's `safe_command_for` of the newest
+readings, latched when the safe state is entered: a fixed command, hold the measured pose,
+or NaN = torque off, which the simulated plant turns into a limp actuator); while armed,
+a sensor reading outside its safe range (or not finite) raises LIMIT, as the C firmware's `check_sensor_limits` does;
 faults latched until DISABLE.
 
 Time is injected (`now_us` arguments), so the state machine is tested on a virtual clock.
@@ -59,6 +61,9 @@ class ControllerConfig:
     """Safe range of each sensor (LIMIT outside it while armed); None = unchecked. As in the
     C firmware, a sensor whose min is not below its max is unchecked."""
     sensor_max: np.ndarray | None = None
+    safe_for: Callable[[np.ndarray], np.ndarray] | None = None
+    """Readings -> safe command (the spec's `safe_command_for`: hold the measured pose, NaN =
+    torque off); None = `safe`. Evaluated once when the safe state is entered."""
 
     @classmethod
     def for_spec(cls, spec, **kw) -> ControllerConfig:
@@ -73,6 +78,7 @@ class ControllerConfig:
             safe=spec.safe_command,
             sensor_min=spec.sensor_low,
             sensor_max=spec.sensor_high,
+            safe_for=spec.safe_command_for,
             **kw,
         )
 
@@ -93,6 +99,8 @@ class Controller:
         self.last_cmd_us = 0
         self.last_cmd_seq = NO_COMMAND
         self.command = cfg.safe.astype(np.float64).copy()
+        self.last_sensors: np.ndarray | None = None
+        """The newest readings (what a 'hold' safe state holds)."""
         self.commands_applied = 0
         self.watchdog_trips = 0
         self.faults_raised = 0
@@ -123,9 +131,16 @@ class Controller:
     def rx_errors(self) -> int:
         return min(self.parser.stats.dropped_total, 0xFFFF)
 
-    def safe_state(self) -> None:
+    def safe_state(self, sensors: np.ndarray | None = None) -> None:
+        """Disarm; the command becomes the safe command for `sensors` (default: the newest
+        readings; none yet: the fixed safe command). NaN entries mean torque off."""
         self.enabled = False
-        self.command[:] = self.cfg.safe
+        if sensors is not None:
+            self.last_sensors = np.array(sensors, dtype=np.float64)
+        if self.cfg.safe_for is not None and self.last_sensors is not None:
+            self.command[:] = self.cfg.safe_for(self.last_sensors)
+        else:
+            self.command[:] = self.cfg.safe
 
     def raise_fault(self, code: FaultCode, now_us: int, text: str) -> None:
         self.safe_state()
@@ -222,6 +237,10 @@ class Controller:
             if now_us - self.next_state_us > period:  # fell behind: do not burst
                 self.next_state_us = now_us + period
             sensors = read_sensors()
+            if self.last_sensors is None:
+                self.last_sensors = np.array(sensors, dtype=np.float64)
+            else:
+                self.last_sensors[:] = sensors
             if self.enabled:
                 self.check_sensor_limits(sensors, now_us)
             self._send(

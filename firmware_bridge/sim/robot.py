@@ -31,6 +31,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from firmware_bridge.sim.torque_off import TorqueOff
 from ppo_robot.cli import UserError, run_app, write_summary
 
 log = logging.getLogger("sim_robot")
@@ -51,6 +52,8 @@ class Plant:
             rand, self.model, tuple(s.name for s in spec.sensors), cfg.seed
         )
         self.data = mujoco.MjData(self.model)
+        self.torque = TorqueOff(self.model)  # NaN command = torque off (safe_mode 'off')
+        self.sensor_idx = spec.sensor_index(self.model)
         n = spec.n_sensors
         self.latency_s = float(cfg.latency_s) + self.pert.latency_s
         self.dt = self.model.opt.timestep
@@ -102,8 +105,8 @@ class Plant:
         mujoco.mj_step(self.model, self.data)
 
     def _apply(self, ctrl: np.ndarray) -> None:
-        """The one place a control reaches the model's actuators."""
-        self.data.ctrl[:] = ctrl
+        """The one place a control reaches the model's actuators (NaN = torque off)."""
+        self.torque.apply(self.data, ctrl)
 
     def sensors(self) -> np.ndarray:
         return self.io.sense(self.data.sensordata[None])[0]
@@ -259,6 +262,8 @@ def serve(cfg: Any) -> dict[str, Any]:
     spec, plant, ccfg = _build(cfg)
     applied, port, link = _open_io(cfg)
     ctl = Controller(ccfg, port.write)
+    # a 'hold' safe state holds the pose it starts in (read without noise: no RNG draw)
+    ctl.safe_state(spec.read_sensors(plant.data.sensordata[None], plant.sensor_idx)[0])
     if applied is not None:  # what reached the actuators, to compare with what the host sent
         ctl.on_apply = lambda seq, v: applied.write(
             seq.to_bytes(4, "little") + v.astype("<f4").tobytes()
