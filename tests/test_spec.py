@@ -29,6 +29,12 @@ def _with_actuator(spec, **kw):
     return replace(spec, actuators=(replace(spec.actuators[0], **kw),))
 
 
+def _drive(plant, command) -> None:
+    """One physics step with `command` at the actuators at once (sim_robot's safe-state path)."""
+    plant.hold(command)
+    plant.step()
+
+
 def _plant(spec, angle: float) -> Plant:
     cfg = SimpleNamespace(
         model_xml=None, reality=None, seed=0, sensor_noise_std=0.0, latency_s=0.0,
@@ -143,7 +149,7 @@ def test_hold_safe_state_in_the_sim_controller_holds_the_measured_pose():
     ctl.handle(1, Enable(), t_us)
     at_trip = None
     for _ in range(250):  # 0.5 s: armed, no command yet, then the watchdog trips
-        plant.step(ctl.command)
+        _drive(plant, ctl.command)
         t_us += 2000
         ctl.poll(t_us, plant.sensors)
         if ctl.watchdog_trips and at_trip is None:
@@ -164,12 +170,12 @@ def test_torque_off_makes_the_simulated_servo_limp_until_a_finite_command():
     assert np.isnan(ctl.command).all()
     angles = []
     for _ in range(250):
-        plant.step(ctl.command)
+        _drive(plant, ctl.command)
         angles.append(plant.data.qpos[0])
     assert min(angles) < 0.0  # swung down through the bottom: no servo force
     assert plant.model.actuator_gainprm[0, 0] == 0.0
     for _ in range(500):  # a finite command: the servo's own gains are back
-        plant.step(np.array([0.8]))
+        _drive(plant, np.array([0.8]))
     np.testing.assert_array_equal(plant.model.actuator_gainprm, gain)
     assert abs(plant.data.qpos[0] - 0.8) < 0.05
 
@@ -193,7 +199,7 @@ class _SimLink:
         dt = int(round(self.plant.dt * 1e9))
         while self.t_ns + dt <= self.now[0]:
             self.t_ns += dt
-            self.plant.step(self.ctl.command)
+            _drive(self.plant, self.ctl.command)
             self.ctl.poll(self.t_ns // 1000, self.plant.sensors)
             self.angles.append(float(self.plant.data.qpos[0]))
         frames = bytes(self.out)
