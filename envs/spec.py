@@ -329,7 +329,13 @@ class RobotSpec(ABC):
         }
 
     def layout_hash(self) -> str:
-        blob = json.dumps(self.layout(), sort_keys=True).encode()
+        """The one hash of a robot layout: of this spec's `layout()`."""
+        return RobotSpec.hash_layout(self.layout())
+
+    @staticmethod
+    def hash_layout(layout: dict) -> str:
+        """The layout hash of a `layout()` dict kept elsewhere (a checkpoint, a log)."""
+        blob = json.dumps(layout, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def with_rate(self, control_hz: float) -> RobotSpec:

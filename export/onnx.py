@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from export.config import ExportConfig
 from ppo_robot.cli import UserError, run_app, write_summary
 
 
@@ -42,16 +43,39 @@ def parity_observations(mean: np.ndarray, std: np.ndarray, n: int, seed: int) ->
 
 
 def export(cfg: Any) -> dict[str, Any]:
-    import onnx
-    import onnxruntime as ort
-    import torch
-
-    from envs.spec import SpecError
-    from export.graph import build_graph
-    from export.runtime import META_FORMAT, file_sha256
-    from ppo_robot.checkpoint import build_actor, git_revision, load_checkpoint
+    from ppo_robot.checkpoint import build_actor, load_checkpoint
 
     ck = load_checkpoint(cfg.checkpoint)
+    out = _output_path(cfg)
+    if cfg.parity_n < 10_000:
+        raise UserError(f"parity_n must be >= 10000, got {cfg.parity_n}")
+    actor = build_actor(ck)
+    spec = _robot_spec(cfg, ck)
+    meta = _metadata(cfg, ck, spec)
+    data, obs, diff, parity = _checked_model(cfg, actor, spec, meta)
+    _write_bytes(out, data)
+    from export.runtime import file_sha256
+
+    summary = {
+        "output": str(out),
+        "robot": spec.name,
+        "control_hz": spec.control_hz,
+        "obs_dim": spec.obs_dim,
+        "act_dim": spec.act_dim,
+        "parity_max_abs_diff": diff,
+        "parity_n_obs": len(obs),
+        "bytes": len(data),
+        "sha256": file_sha256(out),
+        "checkpoint": str(cfg.checkpoint),
+    }
+    sidecar = {**summary, "metadata": {**meta, **parity}}
+    _atomic_json(out.with_suffix(".json"), sidecar)
+    write_summary(summary, None)
+    return summary
+
+
+def _output_path(cfg: Any) -> Path:
+    """The .onnx path to write, its folder created and writable; UserError naming `output`."""
     if cfg.output is None:
         raise UserError("output: give output=PATH for the .onnx file")
     out = Path(cfg.output)
@@ -65,28 +89,37 @@ def export(cfg: Any) -> dict[str, Any]:
         raise UserError(f"output folder {out.parent} cannot be created ({e.strerror})") from None
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"output folder {out.parent} is not writable")
-    if cfg.parity_n < 10_000:
-        raise UserError(f"parity_n must be >= 10000, got {cfg.parity_n}")
+    return out
 
-    actor = build_actor(ck)
+
+def _robot_spec(cfg: Any, ck: dict[str, Any]):
+    """The installed robot spec the checkpoint was trained on, its layout unchanged."""
+    from envs.robots import get_robot
+    from envs.spec import RobotSpec, SpecError
+
     if ck.get("robot") is None:
         raise UserError(
             f"checkpoint {cfg.checkpoint} is for the Gymnasium task '{ck['env']['name']}', "
             "which has no robot spec to deploy to; export takes robot checkpoints"
         )
-    from envs.robots import get_robot
-
     try:
         spec = get_robot(ck["robot"]["name"], ck["robot"]["control_hz"])
     except SpecError as e:
         raise UserError(str(e)) from None
-    if spec.layout_hash() != _layout_hash(ck["robot"]):
+    if spec.layout_hash() != RobotSpec.hash_layout(ck["robot"]):
         raise UserError(
             f"checkpoint {cfg.checkpoint} was trained on another version of robot '{spec.name}' "
             "(sensor/actuator layout or limits differ from the installed spec)"
         )
+    return spec
 
-    meta = {
+
+def _metadata(cfg: Any, ck: dict[str, Any], spec) -> dict[str, str]:
+    """The file's metadata_props (all but the parity figures): the one place they are named."""
+    from export.runtime import META_FORMAT, file_sha256
+    from ppo_robot.checkpoint import git_revision
+
+    return {
         "ppo_robot.format": META_FORMAT,
         "robot.name": spec.name,
         "robot.spec_version": str(spec.version),
@@ -115,7 +148,11 @@ def export(cfg: Any) -> dict[str, Any]:
         "export.git_rev": git_revision(),
     }
 
-    # Parity: torch (the trained actor + the spec's mapping) vs onnxruntime.
+
+def _torch_commands(cfg: Any, actor, spec) -> tuple[np.ndarray, np.ndarray]:
+    """The parity observations and the torch actor's commands for them (in cfg.precision)."""
+    import torch
+
     norm = actor.normalizer
     mean = norm.mean.numpy()
     std = np.sqrt(norm.var.numpy())
@@ -128,7 +165,19 @@ def export(cfg: Any) -> dict[str, Any]:
             actor.float()
         else:
             mu = actor(torch.from_numpy(obs)).double().numpy()
-    expected = spec.action_to_command(mu)
+    return obs, spec.action_to_command(mu)
+
+
+def _checked_model(cfg: Any, actor, spec, meta: dict[str, str]):
+    """Parity: torch (the trained actor + the spec's mapping) vs onnxruntime. The final
+    model's bytes (metadata + parity figures), checked and run once; the parity
+    observations, the largest difference and the parity metadata."""
+    import onnx
+    import onnxruntime as ort
+
+    from export.graph import build_graph
+
+    obs, expected = _torch_commands(cfg, actor, spec)
 
     def _build(extra: dict[str, str]) -> onnx.ModelProto:
         return build_graph(
@@ -164,7 +213,11 @@ def export(cfg: Any) -> dict[str, Any]:
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["action"], {"obs": obs[:1]})
+    return data, obs, diff, parity
 
+
+def _write_bytes(out: Path, data: bytes) -> None:
+    """Write the model atomically (a temporary file beside it, then rename)."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         tmp.write_bytes(data)
@@ -172,34 +225,12 @@ def export(cfg: Any) -> dict[str, Any]:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise UserError(f"output {out}: cannot write ({e.strerror})") from None
-    summary = {
-        "output": str(out),
-        "robot": spec.name,
-        "control_hz": spec.control_hz,
-        "obs_dim": spec.obs_dim,
-        "act_dim": spec.act_dim,
-        "parity_max_abs_diff": diff,
-        "parity_n_obs": len(obs),
-        "bytes": len(data),
-        "sha256": file_sha256(out),
-        "checkpoint": str(cfg.checkpoint),
-    }
-    sidecar = {**summary, "metadata": {**meta, **parity}}
-    _atomic_json(out.with_suffix(".json"), sidecar)
-    write_summary(summary, None)
-    return summary
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def _layout_hash(layout: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _obs_units(spec) -> list[str]:
@@ -209,7 +240,7 @@ def _obs_units(spec) -> list[str]:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    run_app("export", export)
+    run_app("export", export, ExportConfig)
 
 
 if __name__ == "__main__":

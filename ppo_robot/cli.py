@@ -15,26 +15,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ppo_robot.errors import EXIT_BAD_INPUT, EXIT_FAULT, RunFault, UserError, one_line
 from ppo_robot.paths import config_dir
+
+__all__ = [
+    "CONFIG_DIR",
+    "EXIT_BAD_INPUT",
+    "EXIT_FAULT",
+    "RunFault",
+    "UserError",
+    "one_line",
+    "fail",
+    "write_summary",
+    "atomic_write_text",
+    "register_schema",
+    "typed_config",
+    "run_app",
+]
 
 CONFIG_DIR = str(config_dir())
 """The folder Hydra composes from (see ppo_robot.paths)."""
-EXIT_BAD_INPUT = 2
-EXIT_FAULT = 3
-
-
-class UserError(Exception):
-    """Bad input: reported as one line, exit code 2."""
-
-
-class RunFault(Exception):
-    """A run that started and ended by fault (deploy): one line, exit code 3."""
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " ".join(lines[:2]) if lines else type(e).__name__
 
 
 def fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -123,20 +123,94 @@ def _validation_args(argv: list[str]) -> list[str]:
     return out
 
 
-def run_app(config_name: str, task: Callable[[Any], dict[str, Any] | None]) -> None:
+_SCHEMAS: dict[str, type] = {}
+"""Entry point config name -> its structured-config dataclass (see register_schema)."""
+
+
+def register_schema(config_name: str, schema: type, groups: dict[str, type] | None = None) -> None:
+    """Store an entry point's schema with Hydra's ConfigStore as `<config_name>_schema`, the
+    name the first entry of configs/<config_name>.yaml's defaults list uses; `groups`
+    (group -> dataclass) as `<group>_schema` in their config groups (train's env, ppo).
+
+    Each entry point owns its schema (the dataclass lives beside its code) and passes it to
+    `run_app`; tests that compose a config by hand call this first."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name=f"{config_name}_schema", node=_overridable(schema))
+    for group, node in (groups or {}).items():
+        cs.store(group=group, name=f"{group}_schema", node=_overridable(node))
+    _SCHEMAS[config_name] = schema
+
+
+def _overridable(schema: type) -> Any:
+    """The structured config of `schema` with no read-only section: a frozen dataclass used as
+    a section (deploy's `safety` is the safety layer's frozen SafetyConfig) is still set by
+    the YAML and by overrides; `typed_config` still builds the frozen object."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    node = OmegaConf.structured(schema)
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        n._set_flag("readonly", None)
+        if isinstance(n, DictConfig) and not n._is_missing() and not n._is_none():
+            todo.extend(n._get_node(k) for k in n)
+        elif isinstance(n, ListConfig) and not n._is_missing() and not n._is_none():
+            todo.extend(n._get_node(i) for i in range(len(n)))
+    return node
+
+
+def typed_config(cfg: Any, schema: type) -> Any:
+    """A composed DictConfig -> the typed `schema` object, range-checked by its `validate()`
+    (where it has one), which raises UserError naming the key. The one conversion every
+    entry point uses."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as e:
+        raise UserError(_missing(e)) from None
+    if not isinstance(typed, schema):
+        raise TypeError(f"config is {type(typed).__name__}, not {schema.__name__}")
+    check = getattr(typed, "validate", None)
+    if check is not None:
+        check()
+    return typed
+
+
+def _missing(e: Exception) -> str:
+    """A mandatory (`???`) key left unset, as one line naming it."""
+    key = getattr(e, "full_key", None) or "config"
+    return f"{key}: missing value (give {key}=...)"
+
+
+def run_app(
+    config_name: str,
+    task: Callable[[Any], dict[str, Any] | None],
+    schema: type | None = None,
+    groups: dict[str, type] | None = None,
+) -> None:
     """Run `task(cfg)` as a Hydra app, with composition errors as one line and exit 2.
 
-    The config is composed once up front to catch bad input before Hydra's own runner
-    (which would print a multi-line report and exit 1); then hydra.main runs as usual,
-    so `-m` sweeps, `--cfg job` and the other Hydra flags work.
+    `schema` (with `groups`) is registered first (`register_schema`); None: the one an
+    earlier `register_schema(config_name, ...)` stored. The config is composed once up
+    front to catch bad input before Hydra's own runner (which would print a multi-line
+    report and exit 1); then hydra.main runs as usual, so `-m` sweeps, `--cfg job` and
+    the other Hydra flags work. `task` receives the composed DictConfig and turns it into
+    its typed object with `typed_config` (mandatory `???` keys are left for the task to
+    name in its own words).
     """
     import hydra
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from omegaconf.errors import MissingMandatoryValue
 
-    from ppo_robot.config import register_configs
-
-    register_configs()
+    if schema is not None:
+        register_schema(config_name, schema, groups)
+    if config_name not in _SCHEMAS:
+        raise RuntimeError(f"no schema registered for config '{config_name}'")
     argv = sys.argv[1:]
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -152,6 +226,8 @@ def run_app(config_name: str, task: Callable[[Any], dict[str, Any] | None]) -> N
             task(cfg)
         except UserError as e:
             fail(one_line(e))
+        except MissingMandatoryValue as e:
+            fail(_missing(e))
         except RunFault as e:
             fail(one_line(e), EXIT_FAULT)
         except KeyboardInterrupt:

@@ -1,4 +1,7 @@
-"""Typed configs for training and evaluation (Hydra structured configs).
+"""Typed configs for training and evaluation (Hydra structured configs), registered by
+ppo_robot.train (`train_schema`, env/`env_schema`, ppo/`ppo_schema`) and ppo_robot.evaluate
+(`evaluate_schema`). The other entry points' schemas live beside their code
+(export/config.py, firmware_bridge/*/..._config.py).
 
 The YAML files in `configs/` are validated against these dataclasses: an unknown key or a
 wrong type is refused when Hydra composes the config. `validate()` checks what types
@@ -10,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-
-from ppo_robot.cli import UserError
+from ppo_robot.errors import UserError
 
 
 @dataclass
@@ -145,6 +146,10 @@ class TrainConfig:
     stop_success: float = 0.0
     """Stop early once evaluation success reaches this (0 = never; robots only)."""
 
+    def validate(self) -> None:
+        """Range checks a type cannot express; raises UserError naming the key."""
+        validate(self)
+
 
 @dataclass
 class EvalConfig:
@@ -163,257 +168,10 @@ class EvalConfig:
     out_dir: str | None = None
     """Where the JSON summary is saved (default: next to the checkpoint)."""
 
-
-@dataclass
-class ExportConfig:
-    checkpoint: str = "???"
-    """Checkpoint written by ppo_robot.train."""
-    output: str = "???"
-    """The .onnx file to write (a .json sidecar for humans is written beside it)."""
-    parity_n: int = 10_000
-    """Observations drawn from the normalizer statistics for the parity check (>= 10000)."""
-    parity_tol: float = 1e-5
-    """Largest allowed |onnxruntime - torch| over the parity observations."""
-    seed: int = 0
-    """Seed of the parity observations."""
-    precision: str = "float64"
-    """Arithmetic inside the graph: float64 (exact parity) or float32 (faster for big MLPs)."""
-
-
-@dataclass
-class SimRobotConfig:
-    robot: str = "furuta"
-    """Robot spec to simulate."""
-    port: str | None = None
-    """Serial port or URL to serve on; null = create a pseudo-terminal."""
-    port_link: str | None = None
-    """Place a symlink to the port here (removed on exit)."""
-    model_xml: str | None = None
-    """Alternate MJCF with the same sensors and actuators (a plant that is not the training model)."""
-    reality: str | None = None
-    """Reality perturbation YAML (randomization schema with fixed values)."""
-    latency_s: float = 0.0
-    """Extra command latency, seconds."""
-    sensor_noise_std: float = 0.0
-    """Gaussian noise on every sensor, in its units."""
-    watchdog_ms: int = 50
-    """Controller watchdog."""
-    min_rate_hz: int = 10
-    """Lowest STATE/COMMAND rate accepted."""
-    max_rate_hz: int = 2000
-    """Highest STATE/COMMAND rate accepted."""
-    seed: int = 0
-    """Seed of noise and of a sampled reality."""
-    initial_qpos: list[float] | None = None
-    """Initial joint positions (default: the model's rest pose, hanging down)."""
-    duration_s: float | None = None
-    """Stop after this long (default: run until SIGTERM/SIGINT)."""
-    reset_on_hello: bool = False
-    """Put the plant back to its initial state at every HELLO (for repeated rehearsals)."""
-    boot_id: int | None = None
-    """Boot id reported in INFO (default: random at each start)."""
-    applied_log: str | None = None
-    """Record every COMMAND applied to this file: u32 seq + float32 values (little-endian) each."""
-
-
-@dataclass
-class SafetySection:
-    soft_start_s: float = 0.2
-    """Ramp from the safe command to the full range over this time after enable (0 = off)."""
-    max_delta: float | None = None
-    """Largest command change per tick, in command units (null = off)."""
-    stale_state_ms: float = 50.0
-    """Fault when no new STATE arrived for this long."""
-    max_consecutive_overruns: int = 10
-    """Fault after this many missed deadlines in a row."""
-
-
-@dataclass
-class RecoverSection:
-    max: int = 0
-    """Recoveries allowed per run from a transient fault (stale state, watchdog, overrun):
-    disable, re-handshake, explicit re-enable. 0 = any fault ends the run."""
-    backoff_s: float = 0.2
-    """Wait this long before the re-handshake."""
-
-
-@dataclass
-class DeployConfig:
-    policy: str | None = None
-    """Exported ONNX policy (source=policy)."""
-    robot: str | None = None
-    """Robot spec for source=excitation (and playback, where the log names it)."""
-    port: str = "???"
-    """Serial device, pseudo-terminal, socket://host:port or loop://."""
-    rate_hz: float | None = None
-    """Control rate; null = the policy's. Another rate than the policy's is refused."""
-    duration_s: float | None = 10.0
-    """Run length."""
-    log_dir: str = "logs"
-    """Folder of the MCAP rollout logs."""
-    baud: int = 1_000_000
-    """Serial baud (ignored by pseudo-terminals and USB CDC ports, used for the link budget)."""
-    check_link_budget: bool = True
-    """Refuse a rate the baud cannot carry."""
-    handshake_timeout_s: float = 2.0
-    """Wait this long for INFO after HELLO."""
-    ack_timeout_s: float = 0.5
-    """Wait this long for ACK of ENABLE/DISABLE."""
-    spin_us: float = 300.0
-    """Spin (busy-wait) this long before each deadline, after sleeping."""
-    prime: bool = True
-    """Run the pure tick stages once before each deadline to warm the CPU caches."""
-    realtime_priority: int | None = 50
-    """Run the control loop's thread SCHED_FIFO at this priority (1-99) where granted
-    (CAP_SYS_NICE: root, or an rtprio limit); else a warning and normal priority. 0 = off."""
-    status: bool = True
-    """Live status line on stderr."""
-    source: str = "policy"
-    """Command source: policy, playback or excitation."""
-    safety: SafetySection = field(default_factory=SafetySection)
-    """Host safety layer."""
-    recover: RecoverSection = field(default_factory=RecoverSection)
-    """Recovery from transient link faults."""
-    log: str | None = None
-    """Playback source: the log whose commands are replayed."""
-    excitation: Any = None
-    """Excitation source settings (configs/excitation/)."""
-
-
-@dataclass
-class ReplayConfig:
-    log: Any = "???"
-    """Rollout log (MCAP) to replay; a list of logs (log=[A,B]) for fit=[...]."""
-    out_dir: str | None = None
-    """Report folder (default: beside the first log, named <log>-replay)."""
-    policy: str | None = None
-    """ONNX policy for the re-check (default: the path in the log; its sha256 must match)."""
-    checkpoint: str | None = None
-    """Checkpoint for the re-check of a simulated log (default: the one the log names)."""
-    model_xml: str | None = None
-    """MJCF to replay on (default: the robot spec's, or the one a simulated log names)."""
-    reality: str | None = None
-    """Reality perturbation YAML to replay on (e.g. a fitted_reality.yaml); not with fit."""
-    latency_s: float | None = None
-    """Controller command latency, s (null: the reality's, else the log's, else 0)."""
-    rmse_horizon_s: float = 0.5
-    """RMSE and correlation are also given over the first this many seconds of the run."""
-    window_s: float = 0.3
-    """Multiple-shooting window: the window RMSE and the fit restart from the log this often."""
-    divergence_frac: float = 0.1
-    """A sensor has diverged once |sim - logged| exceeds this fraction of its logged range."""
-    fit: list[str] = field(default_factory=list)
-    """Model parameters to fit (damping, coulomb, armature, motor_gain, pendulum_mass, latency ...)."""
-    fit_bound: float = 5.0
-    """Fitted multipliers stay within [1/fit_bound, fit_bound] of the nominal values."""
-    render: bool = False
-    """Render the replay to MP4 (MuJoCo offscreen, headless EGL or OSMesa)."""
-    render_fps: int = 30
-    """Video frame rate."""
-    render_width: int = 320
-    """Width of each of the two views (logged, simulated), pixels."""
-    render_height: int = 240
-    """Video height, pixels."""
-    plots: bool = True
-    """Write the PNG figures and report.md (false: the JSON line only)."""
-    nthread: int = 2
-    """MuJoCo rollout threads."""
-
-
-@dataclass
-class FaultDirectionSection:
-    """Per-direction overrides of the fault proxy's settings; null = the top-level value."""
-
-    drop: float | None = None
-    """Probability per frame that it is dropped."""
-    duplicate: float | None = None
-    """Probability per frame that it is sent twice."""
-    delay: float | None = None
-    """Probability per frame that it is held `delay_ms` (later frames overtake it)."""
-    reorder: float | None = None
-    """Probability per frame that it is swapped with the next frame."""
-    corrupt: float | None = None
-    """Probability per frame that one of its bytes is altered (never into a 0x00 delimiter)."""
-    garbage: float | None = None
-    """Probability per frame that a garbage frame (random bytes and a 0x00) goes before it."""
-    stall: float | None = None
-    """Probability per frame that the line stalls for `stall_ms` from this frame on."""
-    bit_error: float | None = None
-    """Probability per byte on the wire that one of its bits flips (delimiters included)."""
-    delay_ms: float | None = None
-    """How long a delayed frame is held."""
-    stall_ms: float | None = None
-    """How long a stall holds the line (frames are delivered when it ends)."""
-    garbage_bytes: int | None = None
-    """Largest garbage frame, bytes before its 0x00."""
-    stall_at_s: list[float] | None = None
-    """Stall the line at these times (s after the host's first byte)."""
-
-
-@dataclass
-class FaultProxyConfig:
-    upstream: str = "???"
-    """The controller's port (a device, pseudo-terminal or symlink), opened as a client."""
-    port_link: str | None = None
-    """Place a symlink to the host-side pseudo-terminal here (removed on exit)."""
-    seed: int = 0
-    """Seed of every random fault decision."""
-    baud: int = 1_000_000
-    """Baud rate of the upstream port (ignored by pseudo-terminals)."""
-    drop: float = 0.0
-    """Probability per frame that it is dropped (both directions)."""
-    duplicate: float = 0.0
-    """Probability per frame that it is sent twice."""
-    delay: float = 0.0
-    """Probability per frame that it is held `delay_ms` (later frames overtake it)."""
-    reorder: float = 0.0
-    """Probability per frame that it is swapped with the next frame."""
-    corrupt: float = 0.0
-    """Probability per frame that one of its bytes is altered (never into a 0x00 delimiter)."""
-    garbage: float = 0.0
-    """Probability per frame that a garbage frame (random bytes and a 0x00) goes before it."""
-    stall: float = 0.0
-    """Probability per frame that the line stalls for `stall_ms` from this frame on."""
-    bit_error: float = 0.0
-    """Probability per byte on the wire that one of its bits flips (delimiters included)."""
-    delay_ms: float = 20.0
-    """How long a delayed frame is held."""
-    stall_ms: float = 200.0
-    """How long a stall holds the line (frames are delivered when it ends)."""
-    garbage_bytes: int = 32
-    """Largest garbage frame, bytes before its 0x00."""
-    stall_at_s: list[float] = field(default_factory=list)
-    """Stall both directions at these times (s after the host's first byte)."""
-    h2c: FaultDirectionSection = field(default_factory=FaultDirectionSection)
-    """Overrides for host -> controller."""
-    c2h: FaultDirectionSection = field(default_factory=FaultDirectionSection)
-    """Overrides for controller -> host."""
-    frames: list[str] = field(default_factory=list)
-    """Message types the per-frame faults touch (e.g. [STATE, COMMAND]); empty = every frame."""
-    start_after_s: float = 0.0
-    """No fault before this many seconds after the host's first byte."""
-    close_at_s: float | None = None
-    """Close the host's line this many seconds after its first byte (a pulled cable)."""
-    close_on: list[str] = field(default_factory=list)
-    """Close the host's line when the host sends a frame of one of these message types
-    (e.g. [DISABLE]: a cable pulled while DISABLE is in flight); the frame is lost."""
-    reconnect: bool = True
-    """Reopen the upstream port when it goes away (a controller that restarts)."""
-    duration_s: float | None = None
-    """Stop after this long (default: run until SIGTERM/SIGINT)."""
-
-
-def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="evaluate_schema", node=EvalConfig)
-    cs.store(name="export_schema", node=ExportConfig)
-    cs.store(name="sim_robot_schema", node=SimRobotConfig)
-    cs.store(name="deploy_schema", node=DeployConfig)
-    cs.store(name="replay_schema", node=ReplayConfig)
-    cs.store(name="faultproxy_schema", node=FaultProxyConfig)
-    cs.store(group="env", name="env_schema", node=EnvConfig)
-    cs.store(group="ppo", name="ppo_schema", node=PPOConfig)
+    def validate(self) -> None:
+        """Range checks a type cannot express; raises UserError naming the key."""
+        if self.episodes < 1:
+            raise UserError(f"episodes must be >= 1, got {self.episodes}")
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ppo_robot.cli import UserError, run_app, write_summary
+from ppo_robot.cli import UserError, run_app, typed_config, write_summary
+from ppo_robot.config import EvalConfig
 
 
 def evaluate(cfg: Any) -> dict[str, Any]:
@@ -27,8 +28,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     from ppo_robot.checkpoint import build_actor, load_checkpoint
     from ppo_robot.runner import evaluate_policy
 
-    if cfg.episodes < 1:
-        raise UserError(f"episodes must be >= 1, got {cfg.episodes}")
+    typed_config(cfg, EvalConfig)
     ck = load_checkpoint(cfg.checkpoint)
     actor = build_actor(ck)
     env_cfg = OmegaConf.create(ck["env"])
@@ -70,7 +70,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    run_app("evaluate", evaluate)
+    run_app("evaluate", evaluate, EvalConfig)
 
 
 if __name__ == "__main__":

@@ -243,7 +243,7 @@ class Runner:
     # ---------------------------------------------------------------- loop
 
     def train(self) -> dict[str, Any]:
-        cfg, _p = self.cfg, self.cfg.ppo
+        cfg = self.cfg
         self._t0 = time.perf_counter()
         if cfg.resume:
             self.restore(cfg.resume)
@@ -259,73 +259,27 @@ class Runner:
         if not cfg.resume:
             writer.writeheader()
         progress = _Progress(self.n_updates * self.batch, enabled=cfg.progress)
-        ep_returns: list[np.ndarray] = []
-        ep_success: list[np.ndarray] = []
-        ep_lengths: list[np.ndarray] = []
+        episodes: tuple[list[np.ndarray], ...] = ([], [], [])  # returns, success, lengths
         status = "completed"
-        last_good: Path | None = None
+        self._last_good: Path | None = None
         try:
             while self.update < self.n_updates:
                 t_upd = time.perf_counter()
-                self._collect(ep_returns, ep_success, ep_lengths)
+                self._collect(*episodes)
                 try:
-                    torch.set_num_threads(self.update_threads)
-                    try:
-                        stats = self.ppo.update(self.storage, self.gen)
-                    finally:
-                        torch.set_num_threads(cfg.torch_threads)
-                    if not all(torch.isfinite(q).all() for q in self.ppo.params):
-                        raise FloatingPointError("parameters became NaN/inf")
+                    stats = self._update_step()
                 except FloatingPointError as e:
                     status = f"stopped: non-finite loss ({e}); kept the last good checkpoint"
                     log.error(status)
                     break
-                self.storage.clear()
-                self.update += 1
-                self.step += self.batch
-
-                row: dict[str, Any] = {
-                    "update": self.update,
-                    "step": self.step,
-                    "wall_s": round(self.wall_before + time.perf_counter() - self._t0, 3),
-                    "steps_per_s": round(self.batch / max(time.perf_counter() - t_upd, 1e-9), 1),
-                    "return_mean": _mean(ep_returns),
-                    "episode_length": _mean(ep_lengths),
-                    "success_rate": _mean(ep_success),
-                    **{k: getattr(stats, k) for k in STAT_FIELDS},
-                }
-                ep_returns.clear()
-                ep_success.clear()
-                ep_lengths.clear()
+                row = self._row(stats, t_upd, *episodes)
+                for ep in episodes:
+                    ep.clear()
                 final = self.update == self.n_updates
                 if (cfg.eval_every and self.update % cfg.eval_every == 0) or final:
-                    ev = evaluate_policy(self.actor, self.eval_env, cfg.seed + EVAL_RESET_SEED)
-                    self.last_eval = ev
-                    row["eval_return"] = ev.return_mean
-                    row["eval_success"] = ev.success_rate
-                    key = selection_key(ev)
-                    if key > self.best_key:
-                        self.best_key = key
-                        self.best_eval = ev
-                        self.save("best.pt")
-                    elif self._should_roll_back(ev):
-                        log.warning(
-                            "step %d: evaluation %.6g fell more than %g below the best %.6g: "
-                            "rolled back to best.pt",
-                            self.step,
-                            ev.return_mean,
-                            cfg.rollback_drop,
-                            self.best_eval.return_mean,
-                        )
-                        self._roll_back()
-                        row["rollback"] = 1
-                    last_good = self.save("last.pt")
-                    if cfg.keep_checkpoints:  # written atomically, as best.pt and last.pt
-                        self.save(f"step_{self.step:09d}.pt")
-                    if cfg.stop_success and (ev.success_rate or 0.0) >= cfg.stop_success:
-                        status = (
-                            f"stopped: eval success {ev.success_rate:.2f} >= {cfg.stop_success}"
-                        )
+                    stop = self._evaluate_step(row)
+                    if stop:  # as before the split: the stopping update's row is not written
+                        status = stop
                         break
                 writer.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
                 mfile.flush()
@@ -338,7 +292,70 @@ class Runner:
             mfile.close()
             tb.close()
         if status == "completed" or status.startswith("stopped: eval"):
-            last_good = self.save("last.pt")
+            self._last_good = self.save("last.pt")
+        return self._summary(status)
+
+    def _update_step(self) -> UpdateStats:
+        """One PPO update on the collected batch (on `update_threads`); FloatingPointError
+        where the parameters became non-finite."""
+        torch.set_num_threads(self.update_threads)
+        try:
+            stats = self.ppo.update(self.storage, self.gen)
+        finally:
+            torch.set_num_threads(self.cfg.torch_threads)
+        if not all(torch.isfinite(q).all() for q in self.ppo.params):
+            raise FloatingPointError("parameters became NaN/inf")
+        self.storage.clear()
+        self.update += 1
+        self.step += self.batch
+        return stats
+
+    def _row(self, stats, t_upd: float, ep_returns, ep_success, ep_lengths) -> dict[str, Any]:
+        """The metrics.csv row of the update just done (evaluation columns added later)."""
+        return {
+            "update": self.update,
+            "step": self.step,
+            "wall_s": round(self.wall_before + time.perf_counter() - self._t0, 3),
+            "steps_per_s": round(self.batch / max(time.perf_counter() - t_upd, 1e-9), 1),
+            "return_mean": _mean(ep_returns),
+            "episode_length": _mean(ep_lengths),
+            "success_rate": _mean(ep_success),
+            **{k: getattr(stats, k) for k in STAT_FIELDS},
+        }
+
+    def _evaluate_step(self, row: dict[str, Any]) -> str | None:
+        """Periodic evaluation: best.pt, rollback, last.pt; the stop status where
+        stop_success is reached, else None."""
+        cfg = self.cfg
+        ev = evaluate_policy(self.actor, self.eval_env, cfg.seed + EVAL_RESET_SEED)
+        self.last_eval = ev
+        row["eval_return"] = ev.return_mean
+        row["eval_success"] = ev.success_rate
+        key = selection_key(ev)
+        if key > self.best_key:
+            self.best_key = key
+            self.best_eval = ev
+            self.save("best.pt")
+        elif self._should_roll_back(ev):
+            log.warning(
+                "step %d: evaluation %.6g fell more than %g below the best %.6g: "
+                "rolled back to best.pt",
+                self.step,
+                ev.return_mean,
+                cfg.rollback_drop,
+                self.best_eval.return_mean,
+            )
+            self._roll_back()
+            row["rollback"] = 1
+        self._last_good = self.save("last.pt")
+        if cfg.keep_checkpoints:  # written atomically, as best.pt and last.pt
+            self.save(f"step_{self.step:09d}.pt")
+        if cfg.stop_success and (ev.success_rate or 0.0) >= cfg.stop_success:
+            return f"stopped: eval success {ev.success_rate:.2f} >= {cfg.stop_success}"
+        return None
+
+    def _summary(self, status: str) -> dict[str, Any]:
+        last_good = self._last_good
         wall = self.wall_before + time.perf_counter() - self._t0
         best, last = self.best_eval, self.last_eval
         best_path = self.run_dir / "checkpoints" / "best.pt"

@@ -11,17 +11,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ppo_robot.cli import UserError, run_app, write_summary
+from ppo_robot.cli import RunFault, UserError, run_app, typed_config, write_summary
+from ppo_robot.config import EnvConfig, PPOConfig, TrainConfig
 
 
 def train(cfg: Any) -> dict[str, Any]:
     from envs.randomization import RandomizationError, parse
     from envs.spec import SpecError
-    from ppo_robot.config import TrainConfig, validate
     from ppo_robot.runner import Runner
 
-    typed: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    validate(typed)
+    typed: TrainConfig = typed_config(cfg, TrainConfig)
     if typed.resume:  # a missing or corrupt checkpoint is refused before run_dir is touched
         from ppo_robot.checkpoint import load_checkpoint
 
@@ -36,15 +35,13 @@ def train(cfg: Any) -> dict[str, Any]:
     summary = runner.train()
     write_summary(summary, runner.run_dir)
     if summary["status"].startswith("stopped: non-finite"):
-        from ppo_robot.cli import RunFault
-
         raise RunFault(summary["status"])
     return summary
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    run_app("train", train)
+    run_app("train", train, TrainConfig, groups={"env": EnvConfig, "ppo": PPOConfig})
 
 
 if __name__ == "__main__":

@@ -1111,10 +1111,10 @@ def test_proxy_settings_resolve_per_direction():
     from hydra import compose, initialize_config_dir
 
     from firmware_bridge.tools.faultproxy import settings_from_config
-    from ppo_robot.cli import CONFIG_DIR
-    from ppo_robot.config import register_configs
+    from firmware_bridge.tools.faultproxy_config import FaultProxyConfig
+    from ppo_robot.cli import CONFIG_DIR, register_schema
 
-    register_configs()
+    register_schema("faultproxy", FaultProxyConfig)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             "faultproxy",

@@ -160,10 +160,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(ppo_mod.PPO, "loss", loss)
     from hydra import compose, initialize_config_dir
 
-    from ppo_robot.cli import CONFIG_DIR
-    from ppo_robot.config import register_configs
+    from ppo_robot.cli import CONFIG_DIR, register_schema
+    from ppo_robot.config import EnvConfig, PPOConfig, TrainConfig
 
-    register_configs()
+    register_schema("train", TrainConfig, groups={"env": EnvConfig, "ppo": PPOConfig})
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             "train",

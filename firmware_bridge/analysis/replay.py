@@ -23,7 +23,6 @@ rest is still reported; a file that is not a rollout log is refused with one lin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
+from firmware_bridge.analysis.replay_config import ReplayConfig
 from firmware_bridge.host.loop import pct
 from ppo_robot.cli import UserError, run_app, write_summary
 from ppo_robot.paths import config_dir
@@ -93,9 +93,49 @@ def _check_given_files(cfg: Any, run: dict[str, Any]) -> None:
 def replay_command(cfg: Any) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="replay: %(message)s")
     log.setLevel(logging.INFO)
-    from firmware_bridge.logs.rollout_log import LogError, read_log
-
     t_start = time.perf_counter()
+    _import_mujoco(cfg)
+    paths, fit_names, datas, out = _inputs(cfg)
+    data = datas[0]
+    run = data.run
+    missing: list[str] = []
+    figs: dict[str, str | None] = {}
+    s = _log_facts(data, paths[0], missing)
+    spec = _robot_section(cfg, run, fit_names, missing)
+    _timing_section(data, spec, s, figs, out, missing)
+
+    # ---- success on the logged sensors
+    if spec is not None:
+        _try(missing, "success", lambda: s.update(_success(data, spec, s.get("ticks") or 0)))
+
+    # ---- policy re-check
+    s["policy_max_abs_diff"] = None
+    s["policy_recheck"] = None
+    if spec is not None:
+        _try(missing, "policy re-check", lambda: s.update(_policy_recheck(cfg, run, data, spec)))
+
+    # ---- simulation replay, fit, render
+    _model_sections(cfg, fit_names, datas, paths, spec, s, figs, out, missing)
+
+    s["missing"] = missing
+    s["rmse_horizon_s"] = float(cfg.rmse_horizon_s)
+    s["out_dir"] = str(out)
+    s["replay_wall_s"] = round(time.perf_counter() - t_start, 3)
+    if cfg.plots:
+        _try(
+            missing,
+            "report",
+            lambda: _report().write_markdown(
+                out, s, figs, OmegaConf.to_container(cfg, resolve=True)
+            ),
+        )
+        s["report"] = str(out / "report.md")
+    write_summary(s, out, name="replay.json")
+    return s
+
+
+def _import_mujoco(cfg: Any) -> None:
+    """Import mujoco first here, headless rendering chosen where render=true has no display."""
     if cfg.render and "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["MUJOCO_GL"] = "egl"  # headless rendering; read when mujoco is imported
     try:
@@ -104,6 +144,13 @@ def replay_command(cfg: Any) -> dict[str, Any]:
         from ppo_robot.cli import one_line
 
         raise UserError(f"mujoco cannot be imported: {one_line(e)}") from None
+
+
+def _inputs(cfg: Any) -> tuple[list[Path], list[str], list[Any], Path]:
+    """The logs (read), the parameters to fit and the report folder (created); bad input
+    refused with one line."""
+    from firmware_bridge.logs.rollout_log import LogError, read_log
+
     paths = _logs(cfg)
     fit_names = [str(x) for x in (cfg.fit or [])]
     if len(paths) > 1 and not fit_names:
@@ -123,17 +170,18 @@ def replay_command(cfg: Any) -> dict[str, Any]:
             raise UserError(str(e)) from None
         except OSError as e:
             raise UserError(f"log {p} cannot be read ({e.strerror})") from None
-    data = datas[0]
-    _check_given_files(cfg, data.run)
+    _check_given_files(cfg, datas[0].run)
     out = Path(cfg.out_dir) if cfg.out_dir else paths[0].with_name(paths[0].stem + "-replay")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"out_dir {out} cannot be created ({e.strerror})") from None
+    return paths, fit_names, datas, out
 
-    missing: list[str] = []
-    s: dict[str, Any] = {"log": str(paths[0])}
-    figs: dict[str, str | None] = {}
+
+def _log_facts(data, path: Path, missing: list[str]) -> dict[str, Any]:
+    """The summary's first keys: what the log is and what of it is missing."""
+    s: dict[str, Any] = {"log": str(path)}
     run = data.run
     s["simulated"] = bool(run.get("simulated", False))
     s["truncated"] = data.truncated
@@ -157,8 +205,11 @@ def replay_command(cfg: Any) -> dict[str, Any]:
         missing.append(
             f"run metadata: this MCAP file was not written by ppo-robot (topics: {topics})"
         )
+    return s
 
-    # ---- robot spec
+
+def _robot_section(cfg: Any, run: dict[str, Any], fit_names: list[str], missing: list[str]):
+    """The robot spec of the log (None: named in `missing`); bad fit names refused."""
     spec = None
     try:
         spec = _spec(run)
@@ -177,8 +228,11 @@ def replay_command(cfg: Any) -> dict[str, Any]:
             raise UserError(str(e)) from None
         except Exception:  # the model itself is reported by the replay section
             pass
+    return spec
 
-    # ---- run summary, timing, events
+
+def _timing_section(data, spec, s: dict[str, Any], figs, out: Path, missing: list[str]) -> None:
+    """Run summary, timing, events: their figures and the timing and timeline plots."""
     summ, arrays = _run_summary(data, spec)
     s.update(summ)
     if spec is not None and "/state" not in data.messages:
@@ -205,17 +259,11 @@ def replay_command(cfg: Any) -> dict[str, Any]:
         ),
     )
 
-    # ---- success on the logged sensors
-    if spec is not None:
-        _try(missing, "success", lambda: s.update(_success(data, spec, s.get("ticks") or 0)))
 
-    # ---- policy re-check
-    s["policy_max_abs_diff"] = None
-    s["policy_recheck"] = None
-    if spec is not None:
-        _try(missing, "policy re-check", lambda: s.update(_policy_recheck(cfg, run, data, spec)))
-
-    # ---- simulation replay
+def _model_sections(cfg, fit_names, datas, paths, spec, s, figs, out, missing) -> dict[str, Any]:
+    """Simulation replay of the first log, then fit and render on it; its context."""
+    data = datas[0]
+    run = data.run
     sim_ctx: dict[str, Any] = {}
     if spec is not None:
         _try(
@@ -243,22 +291,7 @@ def replay_command(cfg: Any) -> dict[str, Any]:
             s["render"] = "unavailable: no simulation replay to render"
         else:
             _try(missing, "render", lambda: s.update(_render(cfg, sim_ctx, out)))
-
-    s["missing"] = missing
-    s["rmse_horizon_s"] = float(cfg.rmse_horizon_s)
-    s["out_dir"] = str(out)
-    s["replay_wall_s"] = round(time.perf_counter() - t_start, 3)
-    if cfg.plots:
-        _try(
-            missing,
-            "report",
-            lambda: _report().write_markdown(
-                out, s, figs, OmegaConf.to_container(cfg, resolve=True)
-            ),
-        )
-        s["report"] = str(out / "report.md")
-    write_summary(s, out, name="replay.json")
-    return s
+    return sim_ctx
 
 
 def _report():
@@ -289,7 +322,7 @@ def _try(missing: list[str], what: str, fn) -> Any:
 
 def _spec(run: dict[str, Any]):
     from envs.robots import get_robot
-    from envs.spec import SpecError
+    from envs.spec import RobotSpec, SpecError
 
     name = run.get("robot")
     if not name:
@@ -299,17 +332,11 @@ def _spec(run: dict[str, Any]):
     except SpecError as e:
         raise _Skip(str(e)) from None
     layout = run.get("robot_layout")
-    if isinstance(layout, dict):
-        blob = json.dumps(layout, sort_keys=True).encode()
-        if hashlib.sha256(blob).hexdigest()[:16] != spec.layout_hash():
-            logged = len(layout.get("sensors", []))
-            if logged != spec.n_sensors:
-                raise _Skip(
-                    f"the log has {logged} sensors, robot '{name}' now has {spec.n_sensors}"
-                )
-            log.warning(
-                "robot '%s' layout changed since the log was written (limits or names)", name
-            )
+    if isinstance(layout, dict) and RobotSpec.hash_layout(layout) != spec.layout_hash():
+        logged = len(layout.get("sensors", []))
+        if logged != spec.n_sensors:
+            raise _Skip(f"the log has {logged} sensors, robot '{name}' now has {spec.n_sensors}")
+        log.warning("robot '%s' layout changed since the log was written (limits or names)", name)
     return spec
 
 
@@ -888,4 +915,4 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def main() -> None:
-    run_app("replay", replay_command)
+    run_app("replay", replay_command, ReplayConfig)

@@ -240,6 +240,26 @@ def write_markdown(
         L += ["## Missing", "", "What this report could not show, and why:", ""]
         L += [f"- {m}" for m in s["missing"]] + [""]
 
+    L += _run_section(s, figs)
+    L += _policy_section(s)
+    L += _sim_section(s, figs, cfg)
+    L += _fit_section(s, figs, cfg)
+    L += [
+        "## Render",
+        "",
+        str(s.get("render") if s.get("render") is not None else "not asked (render=true)"),
+        "",
+    ]
+    if s.get("render_note"):
+        L += [str(s["render_note"]), ""]
+    p = out / "report.md"
+    p.write_text("\n".join(L))
+    return p
+
+
+def _run_section(s: dict[str, Any], figs: dict[str, str | None]) -> list[str]:
+    """## Run: the run's figures as a table, then the timing and timeline figures."""
+    L: list[str] = []
     L += ["## Run", ""]
     rows = [
         ["robot", s.get("robot")],
@@ -292,7 +312,12 @@ def write_markdown(
     for key, cap in (("timing", "Timing"), ("timeline", "Events on a timeline")):
         if figs.get(key):
             L += [f"![{cap}]({figs[key]})", ""]
+    return L
 
+
+def _policy_section(s: dict[str, Any]) -> list[str]:
+    """## Policy re-check."""
+    L: list[str] = []
     L += ["## Policy re-check", ""]
     if s.get("policy_max_abs_diff") is not None:
         L += [
@@ -303,7 +328,12 @@ def write_markdown(
         ]
     else:
         L += ["Not done (see Missing).", ""]
+    return L
 
+
+def _sim_section(s: dict[str, Any], figs: dict[str, str | None], cfg: dict[str, Any]) -> list[str]:
+    """## Simulation replay: how it was run, the per-sensor table, its figures."""
+    L: list[str] = []
     L += ["## Simulation replay", ""]
     if s.get("sim_rmse"):
         tm = s.get("timing") or {}
@@ -359,7 +389,12 @@ def write_markdown(
         ]
     else:
         L += ["Not done (see Missing).", ""]
+    return L
 
+
+def _fit_section(s: dict[str, Any], figs: dict[str, str | None], cfg: dict[str, Any]) -> list[str]:
+    """## Model fit (where fit=[...] was asked)."""
+    L: list[str] = []
     fit = s.get("fit")
     if fit:
         L += ["## Model fit", ""]
@@ -407,15 +442,4 @@ def write_markdown(
         ]
         if figs.get("fit"):
             L += ["![Fit windows](" + str(figs["fit"]) + ")", ""]
-
-    L += [
-        "## Render",
-        "",
-        str(s.get("render") if s.get("render") is not None else "not asked (render=true)"),
-        "",
-    ]
-    if s.get("render_note"):
-        L += [str(s["render_note"]), ""]
-    p = out / "report.md"
-    p.write_text("\n".join(L))
-    return p
+    return L

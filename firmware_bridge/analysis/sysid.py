@@ -826,73 +826,94 @@ def fit(
     With `latency` among the parameters the two are one delay: arrivals are put at the
     earliest time the bracket allows and the fitted latency is the delay from there.
     """
-    from scipy.optimize import least_squares
+    pb = _FitProblem(sim, traces, names, latency_s, window_s, bound)
+    timing_only = np.arange(pb.x0.size) >= pb.npar
+    x_before, _ = pb.solve(pb.x0, timing_only, max_nfev)
+    x_after, message = pb.solve(x_before, np.ones(pb.x0.size, dtype=bool), max_nfev)
+    r0, r1 = pb.residuals_many([x_before, x_after])
+    return pb.result(x_after, r0, r1, message)
 
-    base = sim.model
-    params = resolve_params(base, names)
-    win = make_windows(sim, traces, window_s, regular_only=True)
-    scale = _scales(traces)
-    bounds_of = {
-        p.name: [b for e in p.entries if (b := _bind(base, e)) is not None] for p in params
-    }
-    lat_i = next((i for i, p in enumerate(params) if p.is_latency), None)
-    widths = np.array([tr.timing.window_s or 0.0 for tr in traces])
-    if lat_i is None:
-        shift_of = [k for k, w in enumerate(widths) if w > 2 * sim.dt]
-        fixed_shift = np.zeros(len(traces))
-    else:
-        shift_of = []
-        fixed_shift = -widths / 2
-    npar, nsh = len(params), len(shift_of)
-    x0 = np.zeros(npar + nsh)
-    lo = np.concatenate([np.full(npar, -np.log(bound)), -widths[shift_of] / 2])
-    hi = np.concatenate([np.full(npar, np.log(bound)), widths[shift_of] / 2])
-    step = np.concatenate([np.full(npar, 0.01), np.full(nsh, 2e-4)])
-    xscale = np.concatenate([np.ones(npar), np.full(nsh, 1e-3)])
-    if lat_i is not None:
-        x0[lat_i], lo[lat_i], hi[lat_i] = max(latency_s, 0.0), 0.0, max(0.1, 2 * latency_s)
-        step[lat_i], xscale[lat_i] = 5e-4, 1e-2
-    nfev = [0]
 
-    def model_for(x: np.ndarray) -> mujoco.MjModel:
-        m = _copy(base)
-        for i, p in enumerate(params):
+class _FitProblem:
+    """The fit's unknowns (log-multipliers, latency, per-trace timing shifts), their bounds
+    and steps, and the batched residuals of the multiple-shooting windows."""
+
+    def __init__(self, sim, traces, names, latency_s: float, window_s: float, bound: float):
+        self.sim, self.traces, self.latency_s, self.window_s = sim, traces, latency_s, window_s
+        base = self.base = sim.model
+        params = self.params = resolve_params(base, names)
+        self.win = make_windows(sim, traces, window_s, regular_only=True)
+        self.scale = _scales(traces)
+        self.bounds_of = {
+            p.name: [b for e in p.entries if (b := _bind(base, e)) is not None] for p in params
+        }
+        lat_i = self.lat_i = next((i for i, p in enumerate(params) if p.is_latency), None)
+        widths = np.array([tr.timing.window_s or 0.0 for tr in traces])
+        if lat_i is None:
+            self.shift_of = [k for k, w in enumerate(widths) if w > 2 * sim.dt]
+            self.fixed_shift = np.zeros(len(traces))
+        else:
+            self.shift_of = []
+            self.fixed_shift = -widths / 2
+        npar = self.npar = len(params)
+        nsh = len(self.shift_of)
+        shift_of = self.shift_of
+        self.x0 = np.zeros(npar + nsh)
+        self.lo = np.concatenate([np.full(npar, -np.log(bound)), -widths[shift_of] / 2])
+        self.hi = np.concatenate([np.full(npar, np.log(bound)), widths[shift_of] / 2])
+        self.step = np.concatenate([np.full(npar, 0.01), np.full(nsh, 2e-4)])
+        self.xscale = np.concatenate([np.ones(npar), np.full(nsh, 1e-3)])
+        if lat_i is not None:
+            self.x0[lat_i], self.lo[lat_i] = max(latency_s, 0.0), 0.0
+            self.hi[lat_i] = max(0.1, 2 * latency_s)
+            self.step[lat_i], self.xscale[lat_i] = 5e-4, 1e-2
+        self.nfev = 0
+
+    def model_for(self, x: np.ndarray) -> mujoco.MjModel:
+        m = _copy(self.base)
+        for i, p in enumerate(self.params):
             if not p.is_latency:
-                for b in bounds_of[p.name]:
+                for b in self.bounds_of[p.name]:
                     _set(m, b, float(np.exp(x[i])))
         return m
 
-    def lat_of(x: np.ndarray) -> float:
-        return float(x[lat_i]) if lat_i is not None else latency_s
+    def lat_of(self, x: np.ndarray) -> float:
+        return float(x[self.lat_i]) if self.lat_i is not None else self.latency_s
 
-    def shifts_of(x: np.ndarray) -> np.ndarray:
-        sh = fixed_shift.copy()
-        sh[shift_of] = x[npar:]
+    def shifts_of(self, x: np.ndarray) -> np.ndarray:
+        sh = self.fixed_shift.copy()
+        sh[self.shift_of] = x[self.npar :]
         return sh
 
-    def residuals_many(xs: list[np.ndarray]) -> list[np.ndarray]:
+    def residuals_many(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         """Evaluate several parameter vectors in one batched rollout."""
+        win, sim = self.win, self.sim
         W = win.init.shape[0]
         models, ctrls = [], []
         for x in xs:
-            m = model_for(x)
+            m = self.model_for(x)
             models.extend([m] * W)
-            ctrls.append(window_controls(win, traces, lat_of(x), sim.dt, shifts_of(x)))
+            ctrls.append(
+                window_controls(win, self.traces, self.lat_of(x), sim.dt, self.shifts_of(x))
+            )
         init = np.tile(win.init, (len(xs), 1))
         out, _ = sim.run(models, init, np.concatenate(ctrls))
-        nfev[0] += len(xs)
+        self.nfev += len(xs)
         res = []
         for k in range(len(xs)):
             o = out[k * W : (k + 1) * W]
-            e = (o[win.w_idx, win.s_idx] - win.logged) / scale
+            e = (o[win.w_idx, win.s_idx] - win.logged) / self.scale
             res.append(np.nan_to_num(e, nan=1e3, posinf=1e3, neginf=-1e3).ravel())
         return res
 
-    def solve(x_start: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, str]:
+    def solve(self, x_start: np.ndarray, free: np.ndarray, max_nfev: int) -> tuple[np.ndarray, str]:
         """Least squares over the `free` entries of x, the rest held at x_start."""
+        from scipy.optimize import least_squares
+
         if not free.any():
             return x_start, "nothing to fit"
         cache: dict[bytes, np.ndarray] = {}
+        step, hi = self.step, self.hi
 
         def full(z: np.ndarray) -> np.ndarray:
             x = x_start.copy()
@@ -903,7 +924,7 @@ def fit(
             key = z.tobytes()
             if key not in cache:
                 cache.clear()
-                cache[key] = residuals_many([full(z)])[0]
+                cache[key] = self.residuals_many([full(z)])[0]
             return cache[key]
 
         def jac(z: np.ndarray) -> np.ndarray:
@@ -914,7 +935,7 @@ def fit(
                 xi = x.copy()
                 xi[i] += step[i] if x[i] + step[i] <= hi[i] else -step[i]
                 xs.append(xi)
-            rs = residuals_many(xs)
+            rs = self.residuals_many(xs)
             cache.clear()
             cache[z.tobytes()] = rs[0]
             cols = [(rs[k + 1] - rs[0]) / (xs[k + 1][i] - x[i]) for k, i in enumerate(idx)]
@@ -924,9 +945,9 @@ def fit(
             fun,
             x_start[free],
             jac=jac,
-            bounds=(lo[free], hi[free]),
+            bounds=(self.lo[free], hi[free]),
             method="trf",
-            x_scale=xscale[free],
+            x_scale=self.xscale[free],
             max_nfev=max_nfev,
             ftol=1e-8,
             xtol=1e-8,
@@ -934,51 +955,52 @@ def fit(
         )
         return full(sol.x), str(sol.message)
 
-    timing_only = np.arange(x0.size) >= npar
-    x_before, _ = solve(x0, timing_only)
-    x_after, message = solve(x_before, np.ones(x0.size, dtype=bool))
-    r0, r1 = residuals_many([x_before, x_after])
-    n = traces[0].sensors.shape[1]
-    e0 = r0.reshape(-1, n) * scale
-    e1 = r1.reshape(-1, n) * scale
-    values: dict[str, float] = {}
-    nominal: dict[str, Any] = {}
-    for i, p in enumerate(params):
-        if p.is_latency:
-            values[p.name] = float(x_after[i])
-            nominal[p.name] = latency_s
-        else:
-            values[p.name] = float(np.exp(x_after[i]))
-            nominal[p.name] = {b.attr: b.nominal.ravel().tolist() for b in bounds_of[p.name]}
-    # some windows for the figure: the first few of the first trace
-    ex_idx = np.flatnonzero(win.trace_of == 0)[:6]
-    example: dict[str, np.ndarray] = {}
-    if ex_idx.size:
-        sel = np.isin(win.w_idx, ex_idx)
-        example = {
-            "t": win.centers[win.w_idx[sel], win.s_idx[sel]] - traces[0].t[0],
-            "logged": win.logged[sel],
-            "nominal": (e0 + win.logged)[sel],
-            "fitted": (e1 + win.logged)[sel],
-            "window": win.w_idx[sel],
-        }
-    return FitResult(
-        params=[p.name for p in params],
-        values=values,
-        nominal=nominal,
-        error_before=float(np.sqrt(np.mean(r0**2))),
-        error_after=float(np.sqrt(np.mean(r1**2))),
-        rmse_before=window_rmse(e0, sim.spec),
-        rmse_after=window_rmse(e1, sim.spec),
-        windows=int(win.init.shape[0]),
-        window_s=window_s,
-        evaluations=nfev[0],
-        message=message,
-        entries={p.name: p.entries for p in params},
-        example=example,
-        shifts=shifts_of(x_after).tolist(),
-        skipped=win.skipped,
-    )
+    def result(self, x_after, r0, r1, message: str) -> FitResult:
+        """The FitResult of the nominal (timing-fitted) and fitted vectors and residuals."""
+        win, traces, scale = self.win, self.traces, self.scale
+        n = traces[0].sensors.shape[1]
+        e0 = r0.reshape(-1, n) * scale
+        e1 = r1.reshape(-1, n) * scale
+        values: dict[str, float] = {}
+        nominal: dict[str, Any] = {}
+        for i, p in enumerate(self.params):
+            if p.is_latency:
+                values[p.name] = float(x_after[i])
+                nominal[p.name] = self.latency_s
+            else:
+                values[p.name] = float(np.exp(x_after[i]))
+                nominal[p.name] = {
+                    b.attr: b.nominal.ravel().tolist() for b in self.bounds_of[p.name]
+                }
+        # some windows for the figure: the first few of the first trace
+        ex_idx = np.flatnonzero(win.trace_of == 0)[:6]
+        example: dict[str, np.ndarray] = {}
+        if ex_idx.size:
+            sel = np.isin(win.w_idx, ex_idx)
+            example = {
+                "t": win.centers[win.w_idx[sel], win.s_idx[sel]] - traces[0].t[0],
+                "logged": win.logged[sel],
+                "nominal": (e0 + win.logged)[sel],
+                "fitted": (e1 + win.logged)[sel],
+                "window": win.w_idx[sel],
+            }
+        return FitResult(
+            params=[p.name for p in self.params],
+            values=values,
+            nominal=nominal,
+            error_before=float(np.sqrt(np.mean(r0**2))),
+            error_after=float(np.sqrt(np.mean(r1**2))),
+            rmse_before=window_rmse(e0, self.sim.spec),
+            rmse_after=window_rmse(e1, self.sim.spec),
+            windows=int(win.init.shape[0]),
+            window_s=self.window_s,
+            evaluations=self.nfev,
+            message=message,
+            entries={p.name: p.entries for p in self.params},
+            example=example,
+            shifts=self.shifts_of(x_after).tolist(),
+            skipped=win.skipped,
+        )
 
 
 def apply_fit(model: mujoco.MjModel, res: FitResult) -> mujoco.MjModel:

@@ -32,8 +32,17 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from firmware_bridge.host.deploy_config import DeployConfig
 from firmware_bridge.host.loop import pct
-from ppo_robot.cli import RunFault, UserError, atomic_write_text, run_app, write_summary
+from firmware_bridge.host.safety import SafetyConfig
+from ppo_robot.cli import (
+    RunFault,
+    UserError,
+    atomic_write_text,
+    run_app,
+    typed_config,
+    write_summary,
+)
 
 log = logging.getLogger("deploy")
 
@@ -43,7 +52,6 @@ def deploy(cfg: Any) -> dict[str, Any]:
     from envs.robots import get_robot
     from envs.spec import SpecError
     from export.runtime import PolicyError
-    from firmware_bridge.host.safety import SafetyConfig
     from firmware_bridge.wire.link import LinkError, SerialLink
     from firmware_bridge.wire.session import HandshakeError, handshake, wait_state
 
@@ -61,7 +69,7 @@ def deploy(cfg: Any) -> dict[str, Any]:
             policy.check(spec)
     except (SpecError, PolicyError) as e:
         raise UserError(str(e)) from None
-    sc = SafetyConfig(**OmegaConf.to_container(cfg.safety, resolve=True))
+    sc = typed_config(cfg.safety, SafetyConfig)
     source, source_meta = _make_source(cfg, spec, policy)
 
     # ---- link and handshake (refusals here send no COMMAND)
@@ -517,4 +525,4 @@ def _merge(a, b):
 
 
 def main() -> None:
-    run_app("deploy", deploy)
+    run_app("deploy", deploy, DeployConfig)

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_bridge.tools.faultproxy_config import FaultProxyConfig
 from firmware_bridge.wire.protocol import FrameError, MsgType, State, Status, decode_frame
 from ppo_robot.cli import UserError, run_app, write_summary
 
@@ -743,4 +744,4 @@ def proxy_main(cfg: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    run_app("faultproxy", proxy_main)
+    run_app("faultproxy", proxy_main, FaultProxyConfig)

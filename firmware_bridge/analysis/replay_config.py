@@ -1,0 +1,48 @@
+"""The schema of `python -m firmware_bridge.replay` (configs/replay.yaml), registered as
+`replay_schema` by firmware_bridge.analysis.replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ReplayConfig:
+    log: Any = "???"
+    """Rollout log (MCAP) to replay; a list of logs (log=[A,B]) for fit=[...]."""
+    out_dir: str | None = None
+    """Report folder (default: beside the first log, named <log>-replay)."""
+    policy: str | None = None
+    """ONNX policy for the re-check (default: the path in the log; its sha256 must match)."""
+    checkpoint: str | None = None
+    """Checkpoint for the re-check of a simulated log (default: the one the log names)."""
+    model_xml: str | None = None
+    """MJCF to replay on (default: the robot spec's, or the one a simulated log names)."""
+    reality: str | None = None
+    """Reality perturbation YAML to replay on (e.g. a fitted_reality.yaml); not with fit."""
+    latency_s: float | None = None
+    """Controller command latency, s (null: the reality's, else the log's, else 0)."""
+    rmse_horizon_s: float = 0.5
+    """RMSE and correlation are also given over the first this many seconds of the run."""
+    window_s: float = 0.3
+    """Multiple-shooting window: the window RMSE and the fit restart from the log this often."""
+    divergence_frac: float = 0.1
+    """A sensor has diverged once |sim - logged| exceeds this fraction of its logged range."""
+    fit: list[str] = field(default_factory=list)
+    """Model parameters to fit (damping, coulomb, armature, motor_gain, pendulum_mass, latency ...)."""
+    fit_bound: float = 5.0
+    """Fitted multipliers stay within [1/fit_bound, fit_bound] of the nominal values."""
+    render: bool = False
+    """Render the replay to MP4 (MuJoCo offscreen, headless EGL or OSMesa)."""
+    render_fps: int = 30
+    """Video frame rate."""
+    render_width: int = 320
+    """Width of each of the two views (logged, simulated), pixels."""
+    render_height: int = 240
+    """Video height, pixels."""
+    plots: bool = True
+    """Write the PNG figures and report.md (false: the JSON line only)."""
+    nthread: int = 2
+    """MuJoCo rollout threads."""
