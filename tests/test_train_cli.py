@@ -280,7 +280,7 @@ def test_rollback_goes_on_from_best(tmp_path):
 
 
 ROLLBACK_RUN = [
-    "seed=0",
+    "seed=17",
     "env.num_envs=32",
     "ppo.n_steps=16",
     "eval_every=1",
@@ -288,8 +288,9 @@ ROLLBACK_RUN = [
     "rollback_drop=0.05",
     "progress=false",
 ]
-"""A small run that rolls back: with seed 0 its best evaluation is at update 6 and update 7
-falls more than 5 % below it (as does update 4)."""
+"""A small run that rolls back: with seed 17 its best evaluation is at update 6 and update 7
+falls more than 5 % below it (as does update 4). The seed was chosen by running seeds until
+this pattern appeared; the noise draws changed with the one plant (envs/plant.py)."""
 
 
 def _rows(run) -> list[dict]:
