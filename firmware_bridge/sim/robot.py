@@ -310,4 +310,6 @@ def serve(cfg: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    run_app("sim_robot", serve)
+    from firmware_bridge.sim.robot_config import SimRobotConfig
+
+    run_app("sim_robot", serve, SimRobotConfig)
