@@ -2,7 +2,7 @@
 
 Trains the default robot with randomization `none`, `default` and `strong` (3 seeds each),
 exports each policy with `export.onnx`, deploys it with `firmware_bridge.deploy` against
-`firmware_bridge.sim_robot` running each reality in `configs/realities/` (perturbed plants:
+`firmware_bridge.sim_robot` running each reality in `configs/realities/furuta/` (perturbed plants:
 heavier and lighter pendulum, weak motor, doubled friction, 10 and 20 ms latency, noisy and
 biased sensors, a tilted base, a combination, and the nominal model) for several episodes,
 and reads success from each deploy log with `firmware_bridge.replay` (the replay figures,
@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._util import ROOT, cli, machine  # noqa: E402
 
-REALITIES = sorted((ROOT / "configs" / "realities").glob("*.yaml"))
+REALITIES = sorted((ROOT / "configs" / "realities" / "furuta").glob("*.yaml"))
 
 
 def train_and_export(rand: str, seed: int, work: Path, total_steps: int | None) -> Path:

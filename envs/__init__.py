@@ -1,4 +1,5 @@
-"""Robot specs and their MJCF assets, the batched MuJoCo engine, domain randomization."""
+"""Robots (one folder each in envs/robots/: layout, tasks, MJCF, README, robot.yaml), the
+batched MuJoCo engine, domain randomization."""
 
 from envs.gym_env import register as _register
 

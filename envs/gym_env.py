@@ -1,7 +1,9 @@
 """Gymnasium registration: a robot spec as a single `gymnasium.Env`.
 
-`gymnasium.make("ppo_robot/FurutaSwingUp-v0")` gives the default robot, stepped by the same
-batched engine (with one env) that training uses, so there is one code path.
+Every registered robot and task gets an id, `ppo_robot/<Robot><Task>-v0` (`gym_id`):
+`gymnasium.make("ppo_robot/FurutaSwingUp-v0")` gives the default robot and task,
+`ppo_robot/FurutaBalance-v0` its balance task. Each is stepped by the same batched engine
+(with one env) that training uses, so there is one code path.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import numpy as np
 
 from envs.batched import BatchedEnv
 from envs.randomization import Randomization
-from envs.spec import RobotSpec
+from envs.spec import RobotEntry, RobotSpec, SpecError
 from envs.task import RobotTask
 
 
@@ -25,11 +27,13 @@ class RobotEnv(gym.Env):
         spec: RobotSpec | None = None,
         randomization: Randomization | None = None,
         control_hz: float | None = None,
+        robot: str = "furuta",
+        task: str | None = None,
     ) -> None:
         if spec is None:
-            from envs.furuta import furuta
+            from envs.robots import get_robot
 
-            spec = furuta()
+            spec = get_robot(robot, task=task)
         if control_hz is not None:
             spec = spec.with_rate(control_hz)
         self.spec_ = spec
@@ -57,7 +61,32 @@ class RobotEnv(gym.Env):
         self._env.close()
 
 
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def gym_id(robot: str, task: str) -> str:
+    """The Gymnasium id of a robot's task: furuta, swing_up -> ppo_robot/FurutaSwingUp-v0."""
+    return f"ppo_robot/{_camel(robot)}{_camel(task)}-v0"
+
+
+def register_robot(entry: RobotEntry) -> None:
+    """Register every task of one robot with Gymnasium (idempotent)."""
+    for task in entry.task_names:
+        env_id = gym_id(entry.name, task)
+        if env_id not in gym.registry:
+            kwargs = {"robot": entry.name, "task": task}
+            gym.register(id=env_id, entry_point="envs.gym_env:RobotEnv", kwargs=kwargs)
+
+
 def register() -> None:
-    """Register the shipped robots with Gymnasium (idempotent)."""
-    if "ppo_robot/FurutaSwingUp-v0" not in gym.registry:
-        gym.register(id="ppo_robot/FurutaSwingUp-v0", entry_point="envs.gym_env:RobotEnv")
+    """Register the robots of the registry with Gymnasium (idempotent). A plugin that fails
+    to load is left out here; `get_robot` reports it as a one-line SpecError."""
+    from envs import robots
+
+    try:
+        entries = robots.robots()
+    except SpecError:
+        entries = robots.ROBOTS
+    for entry in list(entries.values()):
+        register_robot(entry)

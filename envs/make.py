@@ -14,7 +14,7 @@ from envs.task import RobotTask
 
 
 def robot_spec(env_cfg: Any) -> RobotSpec:
-    return get_robot(env_cfg.robot, float(env_cfg.control_hz))
+    return get_robot(env_cfg.robot, float(env_cfg.control_hz), getattr(env_cfg, "task", None))
 
 
 def make_env(

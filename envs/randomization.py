@@ -1,4 +1,4 @@
-"""Domain randomization: data (configs/randomization/*.yaml) plus a pure sampling function.
+"""Domain randomization: data (configs/randomization/<robot>/*.yaml) plus a pure sampling function.
 
 A config names `MjModel` fields and the bodies, joints, geoms or actuators they apply to
 (by name or glob pattern), an operation (scale, add, set) and a distribution (uniform,
@@ -249,10 +249,11 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
     )
 
 
-def load(path: str | Path) -> Randomization:
+def load(path: str | Path, robot: str | None = None) -> Randomization:
     """Read a randomization or reality YAML file: `path` where it exists, else the file it
-    names in the configs (`configs/realities/x.yaml`, `x`, `x.yaml`: a packaged reality)."""
-    p = find_config_file(path, "realities")
+    names in the configs (`configs/realities/furuta/x.yaml`, `x`, `x.yaml`: a packaged
+    reality of `robot`, or of the one robot that has it)."""
+    p = find_config_file(path, "realities", robot)
     if p is None:
         raise RandomizationError(f"reality/randomization file not found: {Path(path)}")
     try:

@@ -1,9 +1,11 @@
 """The robot spec: the one definition of a robot that every stage reads.
 
-A `RobotSpec` owns the MJCF model, the sensor layout the controller reports, the
-observation function, the action mapping, limits, control rate, episode length, reward and
-success test. The training env, the ONNX metadata, the bridge, the simulated controller and
-replay all read it; nothing about a robot is written twice.
+A `RobotSpec` owns the MJCF model, the sensor layout the controller reports, the action
+mapping, limits and control rate, plus one task (an `Objective`: observation function,
+episode length, reward, termination, success test, initial state). The training env, the
+ONNX metadata, the bridge, the simulated controller and replay all read it; nothing about
+a robot is written twice. A `RobotEntry` is what the registry (`envs.robots`) holds: the
+layout, every task of the robot, the default one, the robot's folder.
 
 Functions on the spec are vectorized numpy over a leading batch axis, so the same code runs
 for 256 simulated envs and for the single observation the bridge builds each tick.
@@ -15,7 +17,7 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mujoco
@@ -110,12 +112,54 @@ def _layout_entry(entry: Sensor | Actuator) -> dict:
     return {k: v for k, v in d.items() if k not in _LAYOUT_DEFAULTS or v != _LAYOUT_DEFAULTS[k]}
 
 
-@dataclass(frozen=True)
-class RobotSpec(ABC):
-    """A robot: model, sensor and actuator layout, observation, action mapping, task.
+class Objective(ABC):
+    """A robot's task: what the policy observes, the reward, when an episode ends or
+    succeeds, and where episodes start. The layout it works on (sensors, actuators, limits,
+    rate) is the `RobotSpec` passed in; one robot may have several objectives.
 
-    Subclasses fill in the task (observation, reward, termination, success, initial state);
-    the layout and the linear action mapping are data.
+    Not `envs.task.Task` (the engine's interface, which a `RobotSpec` is adapted to)."""
+
+    name: str = ""
+    """Task name (`get_robot(robot, task=name)`, the Gymnasium id's suffix)."""
+    obs_names: tuple[str, ...] = ()
+    """Names of the observation entries, in order."""
+    episode_s: float = 5.0
+    """Episode length in seconds."""
+
+    @abstractmethod
+    def observe(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
+        """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32."""
+
+    @abstractmethod
+    def reward(
+        self, spec: RobotSpec, sensors: np.ndarray, command: np.ndarray, action: np.ndarray
+    ) -> np.ndarray:
+        """Per-step reward (N,) from true sensor values, the command and the raw action."""
+
+    def terminated(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
+        """(N,) bool: the robot left its safe envelope (episode ends, no bootstrap).
+
+        By default the sensors' envelope (`out_of_envelope`); a task may end earlier."""
+        return spec.out_of_envelope(sensors)
+
+    @abstractmethod
+    def success(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
+        """Success of whole episodes from their sensor traces (N, T, n_sensors) -> (N,)."""
+
+    @abstractmethod
+    def initial_state(
+        self, spec: RobotSpec, model: mujoco.MjModel, rng: np.random.Generator, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(qpos (n, nq), qvel (n, nv)) to start episodes from."""
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    """A robot: model, sensor and actuator layout, action mapping, and one task.
+
+    The layout and the linear action mapping are data; the task (observation, reward,
+    termination, success, initial state) is the `Objective` in `task`, which the task
+    methods here delegate to.
     """
 
     name: str
@@ -123,22 +167,44 @@ class RobotSpec(ABC):
     version: int
     """Spec version; bump when the observation or action layout changes."""
     xml: str
-    """MJCF file, absolute or relative to envs/assets/."""
+    """MJCF file, absolute or relative to `folder` (the robot's folder)."""
     sensors: tuple[Sensor, ...]
     actuators: tuple[Actuator, ...]
     control_hz: float = 100.0
     """Policy rate (COMMAND rate on the wire)."""
-    episode_s: float = 5.0
-    """Episode length in seconds."""
-    obs_names: tuple[str, ...] = field(default=())
-    """Names of the observation entries, in order."""
+    task: Objective | None = None
+    """The task this spec trains and runs (the robot's default unless asked otherwise)."""
+    default_task: str = ""
+    """Name of the robot's default task: only another task enters `layout()` and its hash."""
+    folder: str = ""
+    """The robot's folder (envs/robots/<name>/): MJCF, README.md, robot.yaml."""
 
     # ---------------------------------------------------------------- layout
 
     @property
     def xml_path(self) -> Path:
         p = Path(self.xml)
-        return p if p.is_absolute() else Path(__file__).parent / "assets" / p
+        return p if p.is_absolute() else Path(self.folder) / p
+
+    @property
+    def objective(self) -> Objective:
+        if self.task is None:
+            raise SpecError(f"robot '{self.name}' has no task")
+        return self.task
+
+    @property
+    def task_name(self) -> str:
+        return self.objective.name
+
+    @property
+    def episode_s(self) -> float:
+        """Episode length in seconds (the task's)."""
+        return self.objective.episode_s
+
+    @property
+    def obs_names(self) -> tuple[str, ...]:
+        """Names of the observation entries, in order (the task's)."""
+        return tuple(self.objective.obs_names)
 
     @property
     def n_sensors(self) -> int:
@@ -291,35 +357,33 @@ class RobotSpec(ABC):
 
     # ---------------------------------------------------------------- task
 
-    @abstractmethod
     def observe(self, sensors: np.ndarray) -> np.ndarray:
         """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32."""
+        return self.objective.observe(self, sensors)
 
-    @abstractmethod
     def reward(self, sensors: np.ndarray, command: np.ndarray, action: np.ndarray) -> np.ndarray:
         """Per-step reward (N,) from true sensor values, the command and the raw action."""
+        return self.objective.reward(self, sensors, command, action)
 
     def terminated(self, sensors: np.ndarray) -> np.ndarray:
-        """(N,) bool: the robot left its safe envelope (episode ends, no bootstrap).
+        """(N,) bool: the episode ends without bootstrap (by default: out of envelope)."""
+        return self.objective.terminated(self, sensors)
 
-        By default the sensors' envelope (`out_of_envelope`); a task may end earlier."""
-        return self.out_of_envelope(sensors)
-
-    @abstractmethod
     def success(self, sensors: np.ndarray) -> np.ndarray:
         """Success of whole episodes from their sensor traces (N, T, n_sensors) -> (N,)."""
+        return self.objective.success(self, sensors)
 
-    @abstractmethod
     def initial_state(
         self, model: mujoco.MjModel, rng: np.random.Generator, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(qpos (n, nq), qvel (n, nv)) to start episodes from."""
+        return self.objective.initial_state(self, model, rng, n)
 
     # ---------------------------------------------------------------- metadata
 
     def layout(self) -> dict:
         """Everything another stage must agree on, as plain JSON-able data."""
-        return {
+        out = {
             "name": self.name,
             "version": self.version,
             "control_hz": self.control_hz,
@@ -327,6 +391,9 @@ class RobotSpec(ABC):
             "actuators": [_layout_entry(a) for a in self.actuators],
             "obs_names": list(self.obs_names),
         }
+        if self.task is not None and self.task.name != self.default_task:
+            out["task"] = self.task.name  # the default task's hash predates tasks: unchanged
+        return out
 
     def layout_hash(self) -> str:
         """The one hash of a robot layout: of this spec's `layout()`."""
@@ -450,6 +517,37 @@ def _check_position_sensor(
             f"{where}: actuator '{a.name}' drives joint '{aj}' but its position_sensor "
             f"'{s.name}' measures joint '{sj}'"
         )
+
+
+@dataclass(frozen=True)
+class RobotEntry:
+    """A registered robot: its layout (a `RobotSpec` without task), its tasks, its folder."""
+
+    layout: RobotSpec
+    tasks: tuple[Objective, ...]
+    default_task: str
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return self.layout.name
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    def spec(self, control_hz: float | None = None, task: str | None = None) -> RobotSpec:
+        """The robot with one of its tasks (default: `default_task`), at a control rate."""
+        from dataclasses import replace
+
+        name = task or self.default_task
+        by_name = {t.name: t for t in self.tasks}
+        if name not in by_name:
+            raise SpecError(f"robot '{self.name}' has no task '{name}' (known: {sorted(by_name)})")
+        spec = replace(
+            self.layout, task=by_name[name], default_task=self.default_task, folder=str(self.folder)
+        )
+        return spec.with_rate(control_hz) if control_hz else spec
 
 
 def wrap_angle(x: np.ndarray) -> np.ndarray:

@@ -103,7 +103,8 @@ def _robot_spec(cfg: Any, ck: dict[str, Any]):
             "which has no robot spec to deploy to; export takes robot checkpoints"
         )
     try:
-        spec = get_robot(ck["robot"]["name"], ck["robot"]["control_hz"])
+        robot = ck["robot"]
+        spec = get_robot(robot["name"], robot["control_hz"], robot.get("task"))
     except SpecError as e:
         raise UserError(str(e)) from None
     if spec.layout_hash() != RobotSpec.hash_layout(ck["robot"]):
@@ -125,6 +126,7 @@ def _metadata(cfg: Any, ck: dict[str, Any], spec) -> dict[str, str]:
         "robot.spec_version": str(spec.version),
         "robot.layout_hash": spec.layout_hash(),
         "robot.layout": json.dumps(spec.layout()),
+        "robot.task": spec.task_name,
         "control_hz": repr(float(spec.control_hz)),
         "obs.names": json.dumps(list(spec.obs_names)),
         "obs.units": json.dumps(_obs_units(spec)),

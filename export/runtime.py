@@ -36,6 +36,8 @@ class PolicyInfo:
     n_sensors: int
     layout: dict[str, Any]
     meta: dict[str, str]
+    task: str | None = None
+    """The robot task it was trained for (`robot.task`; None in files from before tasks)."""
 
     @property
     def obs_dim(self) -> int:
@@ -69,6 +71,7 @@ def parse_metadata(meta: dict[str, str], where: str) -> PolicyInfo:
             n_sensors=len(layout["sensors"]),
             layout=layout,
             meta=dict(meta),
+            task=meta.get("robot.task"),
         )
     except (KeyError, ValueError) as e:
         raise PolicyError(f"{where}: incomplete ppo-robot metadata ({e})") from None
@@ -126,6 +129,11 @@ class OnnxPolicy:
         if i.act_dim != spec.n_actuators:
             raise PolicyMismatch(
                 f"policy {self.path.name} drives {i.act_dim} actuators, robot '{spec.name}' has {spec.n_actuators}"
+            )
+        if i.task is not None and spec.task is not None and i.task != spec.task_name:
+            raise PolicyMismatch(
+                f"policy {self.path.name} is for task '{i.task}' of robot '{spec.name}', "
+                f"not '{spec.task_name}'"
             )
         if abs(i.control_hz - spec.control_hz) > 1e-9:
             raise PolicyMismatch(

@@ -186,6 +186,28 @@ def _missing(e: Exception) -> str:
     return f"{key}: missing value (give {key}=...)"
 
 
+def robot_group_args(argv: list[str]) -> list[str]:
+    """`randomization=default` -> `randomization=furuta/default`: a bare option of a
+    per-robot group read as the robot's (`env.robot=`, else the `env=` file's robot, else
+    the one robot that has it)."""
+    import yaml
+
+    from ppo_robot.paths import config_dir, robot_option
+
+    given = dict(a.split("=", 1) for a in argv if a.startswith(("env=", "env.robot=")))
+    robot = given.get("env.robot")
+    env_file = config_dir() / "env" / f"{given.get('env', '')}.yaml"
+    if robot is None and "env" in given and env_file.is_file():
+        robot = ((yaml.safe_load(env_file.read_text()) or {}).get("env") or {}).get("robot")
+    out = []
+    for a in argv:
+        key, eq, val = a.partition("=")
+        if eq and key.lstrip("+~") == "randomization" and "(" not in val:  # a, or a,b (-m)
+            a = f"{key}={','.join(robot_option('randomization', v, robot) for v in val.split(','))}"
+        out.append(a)
+    return out
+
+
 def run_app(
     config_name: str,
     task: Callable[[Any], dict[str, Any] | None],
@@ -211,7 +233,7 @@ def run_app(
         register_schema(config_name, schema, groups)
     if config_name not in _SCHEMAS:
         raise RuntimeError(f"no schema registered for config '{config_name}'")
-    argv = sys.argv[1:]
+    argv = sys.argv[1:] = robot_group_args(sys.argv[1:])
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             compose(config_name=config_name, overrides=_validation_args(argv))

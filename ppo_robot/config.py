@@ -24,6 +24,8 @@ class EnvConfig:
     """'robot' (a shipped robot spec) or 'gym' (a Gymnasium MuJoCo task)."""
     robot: str = "furuta"
     """Robot spec name (kind=robot)."""
+    task: str | None = None
+    """The robot's task (kind=robot, e.g. balance); null = the robot's default task."""
     control_hz: float = 100.0
     """Control rate (kind=robot); must be a whole number of physics steps."""
     model_xml: str | None = None

@@ -21,18 +21,39 @@ def config_dir() -> Path:
     return _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
 
 
-def find_config_file(path: str | Path, group: str) -> Path | None:
+def robot_option(group: str, name: str, robot: str | None = None) -> str:
+    """A bare option of a per-robot config group -> the option as it lies in the folder:
+    a shared file as is (`none`), else the robot's (`default` -> `furuta/default`). Without
+    `robot`, the one robot folder of `group` that has it. The one place this mapping is
+    made (Hydra groups: `ppo_robot.cli`; reality files: `find_config_file`); `name` itself
+    where nothing matches (the caller reports it)."""
+    base = config_dir() / group
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if "/" in stem or (base / f"{stem}.yaml").is_file() or not base.is_dir():
+        return name
+    folders = [robot] if robot else sorted(d.name for d in base.iterdir() if d.is_dir())
+    hits = [f"{r}/{stem}" for r in folders if (base / r / f"{stem}.yaml").is_file()]
+    return hits[0] if len(hits) == 1 else name
+
+
+def find_config_file(path: str | Path, group: str, robot: str | None = None) -> Path | None:
     """The file a user named: `path` itself where it exists; else in the config folder a
     leading `configs/` read as the config folder (`configs/realities/x.yaml`), and a bare
-    name, with or without `.yaml`, read as a file of `group` (`x` -> `<group>/x.yaml`).
-    None where it is in neither place."""
+    name, with or without `.yaml`, read as a file of `group` (`x` -> `<group>/x.yaml`, or
+    the robot's `<group>/<robot>/x.yaml`, see `robot_option`). None where it is in
+    neither place."""
     p = Path(path)
     if p.is_file():
         return p
     if p.parts[:1] == ("configs",):
-        candidates = [config_dir().joinpath(*p.parts[1:])]
+        rest = p.parts[1:]
+        candidates = [config_dir().joinpath(*rest)]
+        # configs/realities/x.yaml, from before the robot folders: the robot's x.yaml
+        if len(rest) == 2 and rest[0] == group:
+            candidates.append(config_dir() / group / f"{robot_option(group, rest[1], robot)}.yaml")
     elif len(p.parts) == 1:
-        candidates = [config_dir() / group / p.name, config_dir() / group / f"{p.name}.yaml"]
+        opt = robot_option(group, p.name, robot)
+        candidates = [config_dir() / group / opt, config_dir() / group / f"{opt}.yaml"]
     else:
         candidates = []
     return next((c for c in candidates if c.is_file()), None)

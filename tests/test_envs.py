@@ -8,14 +8,17 @@ import yaml
 
 from envs.batched import BatchedEnv
 from envs.randomization import Binder, RandomizationError, load, parse
-from envs.robots import ROBOTS, get_robot
+from envs.robots import get_robot, robots
 from envs.spec import SpecError
 from envs.task import RobotTask
+from ppo_robot.paths import robot_option
 from tests.conftest import ROOT, run_cli
 
 
-@pytest.mark.parametrize("name", sorted(ROBOTS))
+@pytest.mark.parametrize("name", sorted(robots()))
 def test_spec_consistency(name):
+    # the action mapping (offset, scale, clip) is checked for every robot and task in
+    # tests/test_conformance.py
     spec = get_robot(name)
     model = spec.load_model()
     assert model.nu == spec.n_actuators
@@ -24,10 +27,6 @@ def test_spec_consistency(name):
     assert spec.obs_dim == len(spec.obs_names) and spec.obs_dim > 0
     obs = spec.observe(np.zeros((3, spec.n_sensors)))
     assert obs.shape == (3, spec.obs_dim) and obs.dtype == np.float32
-    # the action mapping covers exactly the command range
-    assert np.allclose(spec.action_to_command(np.ones((1, spec.act_dim))), spec.command_high)
-    assert np.allclose(spec.action_to_command(-np.ones((1, spec.act_dim))), spec.command_low)
-    assert np.allclose(spec.action_to_command(np.full((1, spec.act_dim), 7.0)), spec.command_high)
     assert 1.0 / (spec.control_hz * model.opt.timestep) == pytest.approx(
         round(1.0 / (spec.control_hz * model.opt.timestep))
     )
@@ -76,7 +75,7 @@ def _run(env: BatchedEnv, actions: np.ndarray) -> np.ndarray:
 
 def test_reproducible_by_seed():
     spec = get_robot("furuta")
-    rand = parse(yaml.safe_load((ROOT / "configs/randomization/default.yaml").read_text()))
+    rand = parse(yaml.safe_load((ROOT / "configs/randomization/furuta/default.yaml").read_text()))
     acts = np.random.default_rng(0).uniform(-1, 1, (60, 8, 1))
     a = _run(BatchedEnv(RobotTask(spec), 8, seed=1, randomization=rand), acts)
     b = _run(BatchedEnv(RobotTask(spec), 8, seed=1, randomization=rand), acts)
@@ -89,7 +88,7 @@ def test_reproducible_by_seed():
 def test_randomization_samples_stay_in_range_and_change_the_model():
     spec = get_robot("furuta")
     model = spec.load_model()
-    rand = parse(yaml.safe_load((ROOT / "configs/randomization/default.yaml").read_text()))
+    rand = parse(yaml.safe_load((ROOT / "configs/randomization/furuta/default.yaml").read_text()))
     binder = Binder(rand, model, tuple(s.name for s in spec.sensors))
     rng = np.random.default_rng(0)
     nominal_mass = model.body_mass.copy()
@@ -210,7 +209,7 @@ def test_bad_randomization_configs():
 
 def test_mjcf_that_does_not_match_its_spec(tmp_path):
     xml = (
-        (ROOT / "envs/assets/furuta.xml")
+        (ROOT / "envs/robots/furuta/furuta.xml")
         .read_text()
         .replace('<jointvel name="pend_velocity" joint="pend_joint"/>', "")
     )
@@ -240,7 +239,7 @@ def test_train_refuses_bad_randomization(args, expect, tmp_path):
 
 def test_train_refuses_mjcf_without_sensor(tmp_path):
     xml = (
-        (ROOT / "envs/assets/furuta.xml")
+        (ROOT / "envs/robots/furuta/furuta.xml")
         .read_text()
         .replace('<jointpos name="arm_angle" joint="arm_joint"/>', "")
     )
@@ -256,8 +255,27 @@ def test_train_refuses_mjcf_without_sensor(tmp_path):
     assert p.returncode == 2 and "needs sensor 'arm_angle'" in p.stderr
 
 
-def test_reality_files_load():
-    spec = get_robot("furuta")
-    for f in sorted((ROOT / "configs/realities").glob("*.yaml")):
-        r = load(f)
-        Binder(r, spec.load_model(), tuple(s.name for s in spec.sensors))
+def test_bare_names_read_as_the_robots_config_files():
+    # every reality binding to its robot's model: tests/test_conformance.py
+    own = ROOT / "configs/realities/furuta/heavy_pendulum.yaml"
+    want = load(own)
+    for name in ("heavy_pendulum", "heavy_pendulum.yaml", "configs/realities/heavy_pendulum.yaml"):
+        assert load(name) == want, name
+        assert load(name, robot="furuta") == want, name
+    with pytest.raises(RandomizationError, match="no_such_reality"):
+        load("no_such_reality", robot="furuta")
+    assert robot_option("randomization", "none") == "none"  # shared: as is
+    assert robot_option("randomization", "strong") == "furuta/strong"
+    assert robot_option("randomization", "default", "furuta") == "furuta/default"
+    assert robot_option("randomization", "default", "no_such_robot") == "default"
+
+
+def test_bare_randomization_name_composes_the_robots_file():
+    p = run_cli("ppo_robot.train", "randomization=strong", "--cfg", "job", timeout=120)
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    strong = yaml.safe_load((ROOT / "configs/randomization/furuta/strong.yaml").read_text())
+    assert cfg["randomization"] == strong
+    assert cfg["env"]["task"] is None
+    p = run_cli("ppo_robot.train", "--cfg", "job", timeout=120)
+    assert yaml.safe_load(p.stdout)["randomization"]["name"] == "default"

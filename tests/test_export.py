@@ -80,6 +80,12 @@ def test_mismatch_refused(trained):
     fewer = replace(get_robot("furuta"), sensors=get_robot("furuta").sensors[:3])
     with pytest.raises(PolicyMismatch, match="expects 4 sensors"):
         pol.check(fewer)
+    # the same robot, another task: refused by task name before the layout hash
+    assert pol.info.task == "swing_up"
+    with pytest.raises(
+        PolicyMismatch, match="is for task 'swing_up' of robot 'furuta', not 'balance'"
+    ):
+        pol.check(get_robot("furuta", task="balance"))
 
 
 def test_export_bad_input(tmp_path, trained):

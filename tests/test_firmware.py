@@ -44,8 +44,8 @@ def test_board_numbers_are_the_specs():
     their own, and the arm's travel is one number: the envelope training terminates on."""
     import numpy as np
 
-    from envs.furuta import ARM_TRAVEL, ENCODER_COUNTS
     from envs.robots import get_robot
+    from envs.robots.furuta import ARM_TRAVEL, ENCODER_COUNTS
     from firmware_bridge.firmware.gen_spec import header, header_path
 
     spec = get_robot("furuta")

@@ -408,7 +408,9 @@ def test_fit_outputs_are_randomization_configs():
     assert m.actuator_gainprm[0, 0] == pytest.approx(0.8 * model.actuator_gainprm[0, 0])
     assert m.actuator_biasprm[0, 2] == pytest.approx(0.8 * model.actuator_biasprm[0, 2])
     assert pert.latency_s == pytest.approx(0.004)
-    sug = suggested_randomization(res, model, ROOT / "configs" / "randomization" / "default.yaml")
+    sug = suggested_randomization(
+        res, model, ROOT / "configs" / "randomization" / "furuta" / "default.yaml"
+    )
     parse(sug)
     assert sug["latency_s"]["low"] == 0.0 and sug["latency_s"]["high"] == pytest.approx(0.0115)
     assert sug["params"]["back_emf"]["high"] == pytest.approx(1.15 * 0.8)

@@ -12,8 +12,8 @@ import tty
 import numpy as np
 import pytest
 
-from envs.furuta import ARM_TRAVEL
 from envs.robots import get_robot
+from envs.robots.furuta import ARM_TRAVEL
 from firmware_bridge.sim.controller import Controller, ControllerConfig
 from firmware_bridge.wire.link import SerialLink
 from firmware_bridge.wire.protocol import (

@@ -39,7 +39,7 @@ HELP = {
 }
 """The entry points known today -> a word `--help` must print (a key of its config, a flag)."""
 
-REALITY = "configs/realities/heavy_pendulum.yaml"
+REALITY = "configs/realities/furuta/heavy_pendulum.yaml"
 
 
 class Installed:
@@ -124,7 +124,9 @@ def _shipped_sources() -> set[str]:
         if p.is_file() and "build" not in p.relative_to(fw).parts and "__pycache__" not in p.parts
     }
     want = {p.relative_to(ROOT).as_posix() for p in firmware}
-    want |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "envs" / "assets").glob("*.xml")}
+    robots = ROOT / "envs" / "robots"
+    own = [p for ext in ("xml", "yaml", "md") for p in robots.glob(f"*/*.{ext}")]
+    want |= {p.relative_to(ROOT).as_posix() for p in own}
     configs = (ROOT / "configs").rglob("*.yaml")
     want |= {"ppo_robot/configs/" + p.relative_to(ROOT / "configs").as_posix() for p in configs}
     return want
@@ -134,13 +136,15 @@ def test_wheel_holds_data_and_is_what_runs(installed):
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     want = _shipped_sources()
     for required in (
-        "envs/assets/furuta.xml",
+        "envs/robots/furuta/furuta.xml",
+        "envs/robots/furuta/robot.yaml",
+        "envs/robots/furuta/README.md",
         "firmware_bridge/firmware/Makefile",
         "firmware_bridge/firmware/lib/pr_protocol.c",
         "firmware_bridge/firmware/boards/furuta/furuta.ino",
         "firmware_bridge/firmware/test_vectors.txt",
         "ppo_robot/configs/train.yaml",
-        "ppo_robot/configs/realities/heavy_pendulum.yaml",
+        "ppo_robot/configs/realities/furuta/heavy_pendulum.yaml",
         "ppo_robot/configs/excitation/chirp.yaml",
     ):
         assert required in want, required  # the list above is not empty by accident

@@ -42,7 +42,14 @@ from ppo_robot.paths import config_dir
 
 log = logging.getLogger("replay")
 
-DEFAULT_RANDOMIZATION = config_dir() / "randomization" / "default.yaml"
+
+def default_randomization(robot: str) -> Path:
+    """The robot's `default` randomization (configs/randomization/<robot>/default.yaml)."""
+    from ppo_robot.paths import robot_option
+
+    return (
+        config_dir() / "randomization" / f"{robot_option('randomization', 'default', robot)}.yaml"
+    )
 
 
 class _Skip(Exception):
@@ -118,7 +125,7 @@ def replay_command(cfg: Any) -> dict[str, Any]:
     _model_sections(cfg, fit_names, datas, paths, spec, s, figs, out, missing)
 
     s["missing"] = missing
-    s["rmse_horizon_s"] = float(cfg.rmse_horizon_s)
+    s["rmse_horizon_s"] = None if cfg.rmse_horizon_s is None else float(cfg.rmse_horizon_s)
     s["out_dir"] = str(out)
     s["replay_wall_s"] = round(time.perf_counter() - t_start, 3)
     if cfg.plots:
@@ -159,9 +166,6 @@ def _inputs(cfg: Any) -> tuple[list[Path], list[str], list[Any], Path]:
         raise UserError(
             "fit= fits multipliers of the nominal model; leave reality= out when fitting"
         )
-    for k in ("rmse_horizon_s", "window_s", "divergence_frac"):
-        if float(cfg[k]) <= 0:
-            raise UserError(f"{k} must be > 0, got {cfg[k]}")
     datas = []
     for p in paths:
         try:
@@ -170,7 +174,9 @@ def _inputs(cfg: Any) -> tuple[list[Path], list[str], list[Any], Path]:
             raise UserError(str(e)) from None
         except OSError as e:
             raise UserError(f"log {p} cannot be read ({e.strerror})") from None
-    _check_given_files(cfg, datas[0].run)
+    data = datas[0]
+    _robot_windows(cfg, data.run)
+    _check_given_files(cfg, data.run)
     out = Path(cfg.out_dir) if cfg.out_dir else paths[0].with_name(paths[0].stem + "-replay")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -317,6 +323,29 @@ def _try(missing: list[str], what: str, fn) -> Any:
     return None
 
 
+def _robot_windows(cfg: Any, run: dict[str, Any]) -> None:
+    """rmse_horizon_s / window_s left null: the log's robot's (its robot.yaml); all > 0.
+    A log of no registered robot keeps them null: it has no simulation to replay."""
+    from envs.robots import robots, settings
+    from envs.spec import SpecError
+
+    robot = str(run.get("robot") or "")
+    try:
+        own = settings(robot) if robot in robots() else None
+    except SpecError as e:
+        raise UserError(str(e)) from None
+    for k in ("rmse_horizon_s", "window_s"):
+        if cfg[k] is None and own is not None:
+            if own.get(k) is None:
+                raise UserError(
+                    f"{k} is null and robot '{run.get('robot')}' sets none (robot.yaml); give {k}="
+                )
+            cfg[k] = float(own[k])
+    for k in ("rmse_horizon_s", "window_s", "divergence_frac"):
+        if cfg[k] is not None and float(cfg[k]) <= 0:
+            raise UserError(f"{k} must be > 0, got {cfg[k]}")
+
+
 # ----------------------------------------------------------------------------- sections
 
 
@@ -327,11 +356,12 @@ def _spec(run: dict[str, Any]):
     name = run.get("robot")
     if not name:
         raise _Skip("the log names no robot (no run metadata)")
+    layout = run.get("robot_layout")
+    task = layout.get("task") if isinstance(layout, dict) else None  # absent: default task
     try:
-        spec = get_robot(str(name), float(run.get("rate_hz") or 0) or None)
+        spec = get_robot(str(name), float(run.get("rate_hz") or 0) or None, task)
     except SpecError as e:
         raise _Skip(str(e)) from None
-    layout = run.get("robot_layout")
     if isinstance(layout, dict) and RobotSpec.hash_layout(layout) != spec.layout_hash():
         logged = len(layout.get("sensors", []))
         if logged != spec.n_sensors:
@@ -671,7 +701,8 @@ def _fit(cfg, names, datas, paths, spec, ctx, s, figs, out) -> None:
         header
         + "# The default randomization ranges, re-centred on the fitted values.\n"
         + yaml.safe_dump(
-            suggested_randomization(res, sim.model, DEFAULT_RANDOMIZATION), sort_keys=False
+            suggested_randomization(res, sim.model, default_randomization(spec.name)),
+            sort_keys=False,
         )
     )
     s["fit"] = {

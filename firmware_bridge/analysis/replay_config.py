@@ -24,10 +24,12 @@ class ReplayConfig:
     """Reality perturbation YAML to replay on (e.g. a fitted_reality.yaml); not with fit."""
     latency_s: float | None = None
     """Controller command latency, s (null: the reality's, else the log's, else 0)."""
-    rmse_horizon_s: float = 0.5
-    """RMSE and correlation are also given over the first this many seconds of the run."""
-    window_s: float = 0.3
-    """Multiple-shooting window: the window RMSE and the fit restart from the log this often."""
+    rmse_horizon_s: float | None = None
+    """RMSE and correlation are also given over the first this many seconds of the run
+    (null: the robot's, from envs/robots/<robot>/robot.yaml)."""
+    window_s: float | None = None
+    """Multiple-shooting window: the window RMSE and the fit restart from the log this often
+    (null: the robot's, from envs/robots/<robot>/robot.yaml)."""
     divergence_frac: float = 0.1
     """A sensor has diverged once |sim - logged| exceeds this fraction of its logged range."""
     fit: list[str] = field(default_factory=list)

@@ -61,7 +61,8 @@ def deploy(cfg: Any) -> dict[str, Any]:
     policy = _load_policy(cfg)
     robot, rate_hz = _robot_and_rate(cfg, policy)
     try:
-        spec = get_robot(robot, rate_hz or None)
+        task = policy.info.task if policy is not None else None  # the policy's task
+        spec = get_robot(robot, rate_hz or None, task)
         rate_hz = rate_hz or spec.control_hz
         if rate_hz <= 0:
             raise UserError(f"rate_hz must be > 0, got {rate_hz}")

@@ -47,7 +47,7 @@ class Plant:
 
         self.spec = spec
         self.model = spec.load_model(cfg.model_xml)
-        rand = load(cfg.reality) if cfg.reality else Randomization()
+        rand = load(cfg.reality, cfg.robot) if cfg.reality else Randomization()
         self.binder, self.pert = apply_reality(
             rand, self.model, tuple(s.name for s in spec.sensors), cfg.seed
         )

@@ -5,7 +5,7 @@
  * its simulated encoders, so that what the host sees from the compiled C is what a board
  * would send. Header-only, C99 and C++.
  *
- * Conventions (envs/assets/furuta.xml): arm angle theta about +z (up), 0 where the arm was
+ * Conventions (envs/robots/furuta/furuta.xml): arm angle theta about +z (up), 0 where the arm was
  * at boot; pendulum angle alpha about the arm's axis, 0 hanging straight down, +-pi upright.
  * Both angles are multi-turn (not wrapped), as MuJoCo's joint positions in the simulation.
  */
@@ -22,7 +22,7 @@ extern "C" {
 
 /*
  * Encoder resolution: counts per revolution after x4 quadrature decoding (every edge of
- * both channels counts), from the robot spec (envs/furuta.py, ENCODER_COUNTS; generated
+ * both channels counts), from the robot spec (envs/robots/furuta/layout.py, ENCODER_COUNTS; generated
  * into robot_spec.h). 2048 is the QUBE-Servo 2's figure ("2048 counts/rev in quadrature",
  * i.e. a 512-line encoder). A 2048-line (CPR) encoder gives 8192 counts: set 8192 in the
  * spec and generate robot_spec.h again, so that simulation and board agree.
