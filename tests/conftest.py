@@ -14,6 +14,32 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
+TEST_ROBOTS = {"servo_test": "tests.servo_robot"}
+"""Test-only robots (a folder inside tests/ each), by name -> the module a subprocess CLI
+loads through PPO_ROBOT_PLUGINS. Registered in this process below; the conformance suite
+runs them like shipped robots."""
+
+
+def _register_test_robots() -> None:
+    import importlib
+
+    from envs.robots import register
+
+    for module in TEST_ROBOTS.values():
+        register(importlib.import_module(module).ROBOT)
+
+
+_register_test_robots()
+
+
+def plugin_env(robot: str, env: dict | None = None) -> dict:
+    """The environment for a subprocess CLI that must see `robot` (a test robot's plugin)."""
+    env = dict(os.environ if env is None else env)
+    if robot in TEST_ROBOTS:
+        env["PPO_ROBOT_PLUGINS"] = TEST_ROBOTS[robot]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
 
 def run_cli(
     module: str, *args: str, timeout: float = 300, check: bool = False, env: dict | None = None

@@ -29,7 +29,7 @@ from export.onnx import parity_observations
 from export.runtime import OnnxPolicy, PolicyMismatch
 from ppo_robot.checkpoint import build_actor, load_checkpoint
 from ppo_robot.paths import config_dir
-from tests.conftest import PY, ROOT, last_json, run_cli
+from tests.conftest import PY, ROOT, last_json, plugin_env, run_cli
 
 CASES = [(r, t) for r, e in sorted(robots().items()) for t in e.task_names]
 IDS = [f"{r}-{t}" for r, t in CASES]
@@ -43,11 +43,15 @@ def case(request):
 
 def test_spec_matches_its_mjcf(case):
     robot, task, spec = case
-    model = spec.load_model()  # check_model: every sensor (scalar) and actuator exists
+    model = spec.load_model()  # check_model: every sensor (component) and actuator exists
     spec.check_model(model, spec.xml)
     assert spec.xml_path.parent == get_entry(robot).folder
-    for s in spec.sensors:
-        assert mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.name) >= 0, s.name
+    index = spec.sensor_index(model)
+    for i, s in enumerate(spec.sensors):  # a layout entry is one value of a MuJoCo sensor
+        sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.mujoco_name)
+        assert sid >= 0, s.name
+        adr, dim = model.sensor_adr[sid], model.sensor_dim[sid]
+        assert index[i] == adr + (s.component or 0) and (s.component or 0) < dim, s.name
     assert np.array_equal(spec.actuator_index(model), np.arange(model.nu))
     assert spec.task_name == task and spec.obs_dim == len(spec.obs_names) > 0
     assert physics_substeps(model, spec.control_hz) >= 1
@@ -140,6 +144,7 @@ def _train_one_update(robot: str, task: str, run_dir) -> str:
         f"env.robot={robot}",
         f"env.name={robot}",
         f"env.task={task}",
+        f"env.control_hz={get_robot(robot, task=task).control_hz:g}",  # the robot's own rate
         "randomization=none",
         "env.num_envs=8",
         "ppo.n_steps=16",
@@ -149,6 +154,7 @@ def _train_one_update(robot: str, task: str, run_dir) -> str:
         "progress=false",
         timeout=180,
         check=True,
+        env=plugin_env(robot),
     )
     return last_json(p.stdout)["checkpoint"]
 
@@ -174,7 +180,10 @@ def test_train_export_deploy_replay(case, tmp_path):
     robot, task, spec = case
     ckpt = _train_one_update(robot, task, tmp_path / "run")
     onnx_path = tmp_path / "policy.onnx"
-    run_cli("export.onnx", f"checkpoint={ckpt}", f"output={onnx_path}", check=True, timeout=120)
+    env = plugin_env(robot)  # a test robot reaches the CLIs as a plugin
+    run_cli(
+        "export.onnx", f"checkpoint={ckpt}", f"output={onnx_path}", check=True, timeout=120, env=env
+    )
 
     # onnxruntime against torch (the trained actor plus the spec's mapping)
     ck = load_checkpoint(ckpt)
@@ -194,7 +203,7 @@ def test_train_export_deploy_replay(case, tmp_path):
     assert np.max(np.abs(pol.act_batch(obs) - ref)) <= 1e-5
 
     # sim_robot handshake, 1 s of deploy, and a replay of that log
-    sim = _start_sim_robot(robot, tmp_path / "port")
+    sim = _start_sim_robot(robot, tmp_path / "port", env)
     try:
         p = run_cli(
             "firmware_bridge.deploy",
@@ -204,6 +213,7 @@ def test_train_export_deploy_replay(case, tmp_path):
             "duration_s=1",
             "status=false",
             timeout=60,
+            env=env,
         )
         s = last_json(p.stdout)
     finally:
@@ -225,6 +235,7 @@ def test_train_export_deploy_replay(case, tmp_path):
             "plots=false",
             timeout=120,
             check=True,
+            env=env,
         ).stdout
     )
     assert r["robot"] == robot and r["ticks"] == s["ticks"] and r["missing"] == []

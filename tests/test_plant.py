@@ -17,7 +17,7 @@ from envs.task import RobotTask
 from firmware_bridge.logs.rollout_log import read_log
 from firmware_bridge.sim.episodes import write_sim_episode
 from firmware_bridge.sim.robot import Plant
-from ppo_robot.config import SimRobotConfig
+from firmware_bridge.sim.robot_config import SimRobotConfig
 
 SEED = 7
 # Every part of the plant on: a model change, 15.3 ms latency (15 substeps: 1.5 control

@@ -20,7 +20,7 @@ from firmware_bridge.host.safety import SafetyConfig, SafetyLayer
 from firmware_bridge.sim.controller import Controller, ControllerConfig
 from firmware_bridge.sim.robot import Plant
 from firmware_bridge.wire.protocol import Enable, FrameParser, Hello, State
-from tests.servo_robot import KD, KP, ServoSpec, register_servo_robot, servo_robot
+from tests.servo_robot import HOLD, KD, KP, ServoSpec, servo_robot
 
 RES = 2 * np.pi / 4096  # the servo's encoder quantum
 
@@ -267,14 +267,9 @@ def test_soft_start_ramps_from_the_measured_pose_so_the_servo_does_not_jump():
 
 
 def test_gen_spec_refuses_a_safe_mode_c_cannot_express(capsys):
-    from envs.robots import ROBOTS
     from firmware_bridge.firmware.gen_spec import main
 
-    register_servo_robot()
-    try:
-        assert main(["servo_test", "--check"]) == 2
-    finally:
-        ROBOTS.pop("servo_test")
+    assert main(["servo_test", "--check"]) == 2  # registered by tests/conftest.py
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "actuator 'servo' has safe_mode 'hold'" in err and "cannot express" in err
@@ -333,7 +328,7 @@ def test_state_from_sensors_ball_and_free_joints(tmp_path):
     )
     spec = ServoSpec(
         name="ball", version=1, xml=str(xml), sensors=sensors,
-        actuators=(Actuator("m", "N m", -1, 1),), obs_names=("x",),
+        actuators=(Actuator("m", "N m", -1, 1),), task=HOLD,
     )  # fmt: skip
     model = spec.load_model()
     data = mujoco.MjData(model)
