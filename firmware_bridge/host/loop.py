@@ -57,6 +57,63 @@ class LoopResult:
     """(ticks, n_sensors) the sensors each tick used (for the success test)."""
 
 
+class _Run:
+    """One run's buffers and counters, shared by the per-tick steps of `ControlLoop.run`
+    (slots: fixed attributes, no per-tick dictionary)."""
+
+    __slots__ = (
+        "n",
+        "tick0",
+        "tick",
+        "res",
+        "period_err",
+        "compute",
+        "age",
+        "sensors_used",
+        "obs",
+        "state",
+        "state_seq",
+        "last_seq",
+        "behind",
+        "offset_ns",
+        "overruns",
+        "t_start",
+        "origin",
+        "state_host_ns",
+        "deadline",
+        "next_status",
+    )
+
+    def __init__(self, spec, n: int, first: State | None, first_seq: int, tick0: int) -> None:
+        self.n, self.tick0, self.tick = n, tick0, 0
+        self.period_err = np.zeros(n)
+        self.compute = np.zeros(n)
+        self.age = np.full(n, np.nan)
+        self.sensors_used = np.zeros((n, spec.n_sensors))
+        self.res = LoopResult()
+        self.obs = np.zeros(spec.obs_dim, dtype=np.float32)
+        self.state: State | None = first
+        self.state_seq = first_seq
+        self.last_seq: int | None = first_seq if first is not None else None
+        self.behind = 0  # STATEs in a row older than the newest
+        self.offset_ns: float | None = None  # min over STATEs of (host receive - controller time)
+        self.overruns = 0
+
+    def start(self, t_start: int, origin_ns: int | None, status_every_ns: int) -> None:
+        """The run's start time on the loop's clock: the first deadline, host-time origin."""
+        self.t_start = t_start
+        self.origin = t_start if origin_ns is None else origin_ns
+        self.state_host_ns = t_start
+        self.deadline = t_start
+        self.next_status = t_start + status_every_ns
+
+
+def _controller_fault(msg: Fault) -> SafetyFault:
+    """The fault a controller's FAULT message stops the loop with (unknown codes by number)."""
+    code = FaultCode(msg.code).name if msg.code in FaultCode._value2member_map_ else str(msg.code)
+    return SafetyFault(f"controller_{code.lower()}", f"controller fault {code}: {msg.text}")
+
+
 class ControlLoop:
     def __init__(
         self,
@@ -110,180 +167,186 @@ class ControlLoop:
         origin of host times on `clock` (the rollout log's; default: this run's start). A
         run resumed after a recovery passes `tick0`, so tick numbers continue, and the ticks
         left in `n_ticks`."""
-        spec, link, rlog = self.spec, self.link, self.rlog
-        n = self.n_ticks if n_ticks is None else n_ticks
-        period_err = np.zeros(n)
-        compute = np.zeros(n)
-        age = np.full(n, np.nan)
-        sensors_used = np.zeros((n, spec.n_sensors))
-        res = LoopResult()
-        obs = np.zeros(spec.obs_dim, dtype=np.float32)
-        state: State | None = first
-        state_seq = first_seq
-        last_seq: int | None = first_seq if first is not None else None
-        behind = 0  # STATEs in a row older than the newest
-        offset_ns: float | None = None  # min over STATEs of (host receive - controller time)
-        overruns = 0
+        r = _Run(self.spec, self.n_ticks if n_ticks is None else n_ticks, first, first_seq, tick0)
         t_start = self.clock()
         self.started_ns = t_start
-        origin = t_start if origin_ns is None else origin_ns
-        state_host_ns = t_start
-        deadline = t_start
-        next_status = t_start + self.status_every_ns
-        tick = 0
+        r.start(t_start, origin_ns, self.status_every_ns)
         if first is not None:
             self._log_state(tick0, t_start, first_seq, first)
         try:
-            while tick < n:
+            while r.tick < r.n:
                 if self.stop_requested:
-                    res.stopped_by = self.stop_requested
+                    r.res.stopped_by = self.stop_requested
                     break
-                # ---- wait for the deadline: sleep, then spin
-                now = self.clock()
-                remaining = deadline - now
-                if remaining > self.spin_ns:
-                    self.sleep((remaining - self.spin_ns) / 1e9)
-                if self.prime and state is not None:
-                    # After a sleep of a whole period the tick's code and data are out of
-                    # the CPU caches (measured: 250 us cold vs 80 us warm for observation,
-                    # policy and safety). Run the pure stages once on the last state before
-                    # the deadline; their outputs are overwritten by the real tick.
-                    spec.observe(state.sensors[None])
-                    warm = self.source(obs, state.sensors, tick)
-                    self.safety.filter(warm, (deadline - t_start) / 1e9, commit=False)
-                    self.encoder.encode(0, state_seq, self.safety.last)
-                while self.clock() < deadline:
-                    pass
-                t0 = self.clock()
-                period_err[tick] = (t0 - deadline) / 1e3
-                t_host = (t0 - origin) / 1e9
-
-                # ---- read: newest STATE, faults, resets
-                for seq, msg in link.poll():
-                    if isinstance(msg, State):
-                        ahead = (seq - last_seq) & 0xFFFFFFFF if last_seq is not None else 1
-                        if ahead == 0 or ahead >= 0x80000000:  # not newer (seq wraps)
-                            res.states_out_of_order += 1
-                            behind = behind + 1 if ahead else behind
-                            if behind >= RESET_AFTER_OLD_STATES:
-                                raise SafetyFault(
-                                    "controller_reset",
-                                    f"controller reset: STATE seq went back from {last_seq} to {seq}",
-                                )
-                            continue
-                        behind = 0
-                        last_seq = seq
-                        state, state_seq, state_host_ns = msg, seq, t0
-                        res.states_received += 1
-                        d = t0 - msg.t_us * 1000
-                        offset_ns = d if offset_ns is None else min(offset_ns, d)
-                        self._log_state(tick0 + tick, t0, seq, msg)
-                    elif isinstance(msg, Fault):
-                        code = (
-                            FaultCode(msg.code).name
-                            if msg.code in FaultCode._value2member_map_
-                            else str(msg.code)
-                        )
-                        raise SafetyFault(
-                            f"controller_{code.lower()}", f"controller fault {code}: {msg.text}"
-                        )
-                    elif (
-                        isinstance(msg, Info)
-                        and self.boot_id is not None
-                        and msg.boot_id != self.boot_id
-                    ):
-                        raise SafetyFault(
-                            "controller_reset", f"controller reset: boot id {msg.boot_id:08x}"
-                        )
-                if state is None:
-                    raise SafetyFault("stale_state", "no STATE received since enable")
-                if t0 - state_host_ns > self.stale_ns:
-                    raise SafetyFault(
-                        "stale_state",
-                        f"no new STATE for {(t0 - state_host_ns) / 1e6:.1f} ms (limit {self.stale_ns / 1e6:g} ms)",
-                    )
-                if state.fault:
-                    raise SafetyFault(
-                        "controller_fault", f"controller reports latched fault {int(state.fault)}"
-                    )
-                self.safety.check_state(state.sensors)
-                if tick == 0:  # soft start ramps from the pose measured now
-                    self.safety.begin(state.sensors)
-                # ---- observation, policy, safety, command
-                t1 = self.clock()
-                sensors = state.sensors
-                obs[:] = spec.observe(sensors[None])[0]
-                t2 = self.clock()
-                action = self.source(obs, sensors, tick)
-                t3 = self.clock()
-                cmd, limited = self.safety.filter(action, (t0 - t_start) / 1e9)
-                t4 = self.clock()
-                seq_out = link.next_seq()
-                link.send(self.encoder.encode(seq_out, state_seq, cmd))
-                t5 = self.clock()
-                compute[tick] = (t5 - t0) / 1e3
-                if offset_ns is not None:
-                    age[tick] = (t0 - (state.t_us * 1000 + offset_ns)) / 1e6
-                sensors_used[tick] = sensors
-                res.limited_ticks += limited
-                next_deadline = deadline + self.period_ns
-                missed = t5 > next_deadline or period_err[tick] > self.period_ns / 2e3
-                rlog.tick(
-                    t0,
-                    tick0 + tick,
-                    obs,
-                    np.asarray(action),
-                    cmd,
-                    seq_out,
-                    state_seq,
-                    limited,
-                    (
-                        (deadline - origin) / 1e9,
-                        float(period_err[tick]),
-                        float(age[tick]),
-                        float(compute[tick]),
-                        (t2 - t1) / 1e3,
-                        (t3 - t2) / 1e3,
-                        (t4 - t3) / 1e3,
-                        (t5 - t4) / 1e3,
-                        bool(missed),
-                    ),
-                )
-                tick += 1
-                if missed:
-                    res.missed_deadlines += 1
-                    overruns += 1
-                    if overruns >= self.max_overruns:
-                        raise SafetyFault("overrun", f"{overruns} consecutive missed deadlines")
-                else:
-                    overruns = 0
-                deadline = next_deadline
-                now = self.clock()
-                if now > deadline + self.period_ns:  # far behind: skip to the grid, count it
-                    skipped = (now - deadline) // self.period_ns
-                    deadline += skipped * self.period_ns
-                    res.missed_deadlines += int(skipped)
-                if self.status and now >= next_status:
-                    next_status += self.status_every_ns
-                    done = slice(0, tick)
-                    self.status(
-                        {
-                            "t": t_host,
-                            "ticks": tick,
-                            "missed": res.missed_deadlines,
-                            "jitter_p99_us": float(np.percentile(np.abs(period_err[done]), 99)),
-                            "dropped": link.parser_stats.dropped_total,
-                        }
-                    )
+                t0 = self._wait(r)
+                self._read(r, t0)
+                missed = self._command(r, t0, self._checked_state(r, t0))
+                self._pace(r, t0, missed)
         except SafetyFault as f:
-            res.fault = f
-            res.stopped_by = "fault"
+            r.res.fault = f
+            r.res.stopped_by = "fault"
         except LinkError as e:  # the port went away (a pulled cable): the controller's
-            res.fault = SafetyFault("link_lost", str(e))  # watchdog makes it safe
-            res.stopped_by = "fault"
+            r.res.fault = SafetyFault("link_lost", str(e))  # watchdog makes it safe
+            r.res.stopped_by = "fault"
+        return self._result(r)
+
+    def _wait(self, r: _Run) -> int:
+        """Wait for the tick's deadline (sleep, warm the caches, then spin); the tick's
+        start time, its period error recorded."""
+        deadline = r.deadline
+        now = self.clock()
+        remaining = deadline - now
+        if remaining > self.spin_ns:
+            self.sleep((remaining - self.spin_ns) / 1e9)
+        state = r.state
+        if self.prime and state is not None:
+            # After a sleep of a whole period the tick's code and data are out of
+            # the CPU caches (measured: 250 us cold vs 80 us warm for observation,
+            # policy and safety). Run the pure stages once on the last state before
+            # the deadline; their outputs are overwritten by the real tick.
+            self.spec.observe(state.sensors[None])
+            warm = self.source(r.obs, state.sensors, r.tick)
+            self.safety.filter(warm, (deadline - r.t_start) / 1e9, commit=False)
+            self.encoder.encode(0, r.state_seq, self.safety.last)
+        while self.clock() < deadline:
+            pass
+        t0 = self.clock()
+        r.period_err[r.tick] = (t0 - deadline) / 1e3
+        return t0
+
+    def _read(self, r: _Run, t0: int) -> None:
+        """Take the newest STATE from the link; raise on a controller fault or reset."""
+        for seq, msg in self.link.poll():
+            if isinstance(msg, State):
+                last_seq = r.last_seq
+                ahead = (seq - last_seq) & 0xFFFFFFFF if last_seq is not None else 1
+                if ahead == 0 or ahead >= 0x80000000:  # not newer (seq wraps)
+                    r.res.states_out_of_order += 1
+                    r.behind = r.behind + 1 if ahead else r.behind
+                    if r.behind >= RESET_AFTER_OLD_STATES:
+                        raise SafetyFault(
+                            "controller_reset",
+                            f"controller reset: STATE seq went back from {last_seq} to {seq}",
+                        )
+                    continue
+                r.behind = 0
+                r.last_seq = seq
+                r.state, r.state_seq, r.state_host_ns = msg, seq, t0
+                r.res.states_received += 1
+                d = t0 - msg.t_us * 1000
+                r.offset_ns = d if r.offset_ns is None else min(r.offset_ns, d)
+                self._log_state(r.tick0 + r.tick, t0, seq, msg)
+            elif isinstance(msg, Fault):
+                raise _controller_fault(msg)
+            elif isinstance(msg, Info) and self.boot_id is not None and msg.boot_id != self.boot_id:
+                raise SafetyFault(
+                    "controller_reset", f"controller reset: boot id {msg.boot_id:08x}"
+                )
+
+    def _checked_state(self, r: _Run, t0: int) -> State:
+        """The STATE this tick acts on, after the stale, latched-fault and envelope
+        checks; on the first tick the soft start begins from it."""
+        state = r.state
+        if state is None:
+            raise SafetyFault("stale_state", "no STATE received since enable")
+        if t0 - r.state_host_ns > self.stale_ns:
+            raise SafetyFault(
+                "stale_state",
+                f"no new STATE for {(t0 - r.state_host_ns) / 1e6:.1f} ms (limit {self.stale_ns / 1e6:g} ms)",
+            )
+        if state.fault:
+            raise SafetyFault(
+                "controller_fault", f"controller reports latched fault {int(state.fault)}"
+            )
+        self.safety.check_state(state.sensors)
+        if r.tick == 0:  # soft start ramps from the pose measured now
+            self.safety.begin(state.sensors)
+        return state
+
+    def _command(self, r: _Run, t0: int, state: State) -> bool:
+        """Observation, policy, safety, COMMAND on the wire; the tick recorded and logged.
+        Whether it missed its deadline."""
+        tick, deadline, obs = r.tick, r.deadline, r.obs
+        t1 = self.clock()
+        sensors = state.sensors
+        obs[:] = self.spec.observe(sensors[None])[0]
+        t2 = self.clock()
+        action = self.source(obs, sensors, tick)
+        t3 = self.clock()
+        cmd, limited = self.safety.filter(action, (t0 - r.t_start) / 1e9)
+        t4 = self.clock()
+        seq_out = self.link.next_seq()
+        self.link.send(self.encoder.encode(seq_out, r.state_seq, cmd))
+        t5 = self.clock()
+        r.compute[tick] = (t5 - t0) / 1e3
+        if r.offset_ns is not None:
+            r.age[tick] = (t0 - (state.t_us * 1000 + r.offset_ns)) / 1e6
+        r.sensors_used[tick] = sensors
+        r.res.limited_ticks += limited
+        missed = t5 > deadline + self.period_ns or r.period_err[tick] > self.period_ns / 2e3
+        self.rlog.tick(
+            t0,
+            r.tick0 + tick,
+            obs,
+            np.asarray(action),
+            cmd,
+            seq_out,
+            r.state_seq,
+            limited,
+            (
+                (deadline - r.origin) / 1e9,
+                float(r.period_err[tick]),
+                float(r.age[tick]),
+                float(r.compute[tick]),
+                (t2 - t1) / 1e3,
+                (t3 - t2) / 1e3,
+                (t4 - t3) / 1e3,
+                (t5 - t4) / 1e3,
+                bool(missed),
+            ),
+        )
+        return missed
+
+    def _pace(self, r: _Run, t0: int, missed: bool) -> None:
+        """End of a tick: count it, fault after too many missed deadlines in a row, move
+        to the next deadline (skipping to the grid when far behind), report status."""
+        r.tick += 1
+        if missed:
+            r.res.missed_deadlines += 1
+            r.overruns += 1
+            if r.overruns >= self.max_overruns:
+                raise SafetyFault("overrun", f"{r.overruns} consecutive missed deadlines")
+        else:
+            r.overruns = 0
+        deadline = r.deadline + self.period_ns
+        now = self.clock()
+        if now > deadline + self.period_ns:  # far behind: skip to the grid, count it
+            skipped = (now - deadline) // self.period_ns
+            deadline += skipped * self.period_ns
+            r.res.missed_deadlines += int(skipped)
+        r.deadline = deadline
+        if self.status and now >= r.next_status:
+            r.next_status += self.status_every_ns
+            self._report(r, t0)
+
+    def _report(self, r: _Run, t0: int) -> None:
+        """The periodic status line: ticks so far, missed deadlines, jitter, bytes dropped."""
+        self.status(
+            {
+                "t": (t0 - r.origin) / 1e9,
+                "ticks": r.tick,
+                "missed": r.res.missed_deadlines,
+                "jitter_p99_us": float(np.percentile(np.abs(r.period_err[: r.tick]), 99)),
+                "dropped": self.link.parser_stats.dropped_total,
+            }
+        )
+
+    @staticmethod
+    def _result(r: _Run) -> LoopResult:
+        res, tick = r.res, r.tick
         res.ticks = tick
-        res.period_error_us = period_err[:tick]
-        res.compute_us = compute[:tick]
-        res.state_age_ms = age[:tick]
-        res.sensors = sensors_used[:tick]
+        res.period_error_us = r.period_err[:tick]
+        res.compute_us = r.compute[:tick]
+        res.state_age_ms = r.age[:tick]
+        res.sensors = r.sensors_used[:tick]
         return res
