@@ -260,7 +260,7 @@ def test_every_entry_schema_is_registered_by_its_entry_point():
         "deploy": "firmware_bridge/host/deploy.py",
         "replay": "firmware_bridge/analysis/replay.py",
         "faultproxy": "firmware_bridge/tools/faultproxy.py",
-        "sim_robot": "firmware_bridge/sim_robot.py",
+        "sim_robot": "firmware_bridge/sim/robot.py",
     }
     for name, path in entry.items():
         text = (ROOT / "configs" / f"{name}.yaml").read_text()
