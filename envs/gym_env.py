@@ -84,6 +84,8 @@ def register() -> None:
     to load is left out here; `get_robot` reports it as a one-line SpecError."""
     from envs import robots
 
+    if register_robot not in robots.ON_REGISTER:
+        robots.ON_REGISTER.append(register_robot)  # robots registered later get ids too
     try:
         entries = robots.robots()
     except SpecError:

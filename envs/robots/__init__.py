@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -27,14 +28,18 @@ ROBOTS: dict[str, RobotEntry] = {e.name: e for e in _SHIPPED}
 _loaded_plugins = False
 
 
+ON_REGISTER: list[Callable[[RobotEntry], None]] = []
+"""Called with each robot registered from now on (envs.gym_env adds its Gymnasium
+registration here, so this registry imports nothing above it)."""
+
+
 def register(entry: RobotEntry) -> None:
     """Add (or replace) a robot; its Gymnasium ids are registered with it."""
     if not isinstance(entry, RobotEntry):
         raise SpecError(f"register() takes a RobotEntry, got {type(entry).__name__}")
     ROBOTS[entry.name] = entry
-    from envs.gym_env import register_robot
-
-    register_robot(entry)
+    for hook in ON_REGISTER:
+        hook(entry)
 
 
 def _load_plugins() -> None:
