@@ -130,7 +130,7 @@ def _python_plant(xml: Path, volts: float, steps: int) -> np.ndarray:
 
 def _encoder_reading(angle: np.ndarray) -> np.ndarray:
     """The board's reading of an angle: the count passed (floor), in float32 radians."""
-    from envs.furuta import ENCODER_COUNTS
+    from envs.robots.furuta import ENCODER_COUNTS
 
     counts = np.floor(angle / (2 * np.pi / ENCODER_COUNTS)).astype(np.float32)
     return counts * (np.float32(2 * np.pi) / np.float32(ENCODER_COUNTS))
