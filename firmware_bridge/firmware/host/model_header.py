@@ -32,6 +32,9 @@ def header(robot: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: model_header.py ROBOT OUT\n\n{__doc__.strip()}")
+        return 0
     if len(argv) != 2:
         print("usage: model_header.py ROBOT OUT", file=sys.stderr)
         return 2
