@@ -116,6 +116,10 @@ class BatchedEnv(VectorEnv):
         `step` observed, before any autoreset; robots only."""
         self._trace = np.zeros((n, task.max_episode_steps, ns)) if task.has_success else None
         self.obs = np.zeros((n, task.obs_dim))
+        self.goal = np.zeros((n, task.goal_dim))
+        """(N, goal_dim) each env's episode goal (`Task.sample_goal`)."""
+        self.last_ctrl = np.zeros((n, m.nu))
+        """(N, nu) the control of the previous step: the observation's 'previous command'."""
 
     def _init_plant(self, seed: int) -> None:
         """Latency, action noise and the sensor model (`envs.plant`), per env."""
@@ -183,6 +187,7 @@ class BatchedEnv(VectorEnv):
         obs = task.observe(view)
         reward = task.reward(view)
         terminated = task.terminated(view)
+        self.last_ctrl[:] = ctrl
         truncated = (self.steps >= task.max_episode_steps) & ~terminated
         self.returns += reward
         if self._trace is not None:
@@ -198,7 +203,7 @@ class BatchedEnv(VectorEnv):
             info["_final_obs"] = done
             ep = {"r": self.returns[ids].copy(), "l": self.steps[ids].copy(), "ids": ids}
             if self._trace is not None:
-                ok = task.success(self._trace[ids]) & truncated[ids]
+                ok = task.success(self._trace[ids], self.goal[ids]) & truncated[ids]
                 ep["success"] = ok
             info["episode"] = ep
             self._reset_envs(ids)
@@ -217,6 +222,8 @@ class BatchedEnv(VectorEnv):
         "returns",
         "readings",
         "obs",
+        "goal",
+        "last_ctrl",
     )
 
     def snapshot(self) -> dict:
@@ -302,6 +309,8 @@ class BatchedEnv(VectorEnv):
             sensors=sensors,
             action=action,
             ctrl=ctrl,
+            goal=self.goal,
+            last_ctrl=self.last_ctrl,
             fields=self.fields,
         )
 
@@ -315,6 +324,8 @@ class BatchedEnv(VectorEnv):
                 self.binder.apply(self.models[i], p)
                 self.plant.configure(i, p.latency_s, p.sensor_bias, p.resolution_scale)
         qpos, qvel = task.initial_state(self.nominal, rng, ids.size)
+        if task.goal_dim:
+            self.goal[ids] = task.sample_goal(self.nominal, rng, ids.size)
         d = self._scratch
         for row, i in enumerate(ids):
             mujoco.mj_resetData(self.models[i], d)
@@ -330,11 +341,13 @@ class BatchedEnv(VectorEnv):
                 buf[i] = getattr(d, f)
         if self.binder is not None:
             self._batch.set_models(self.models)  # the batch reads edited models anew
-        self.plant.hold(ids)
         self.steps[ids] = 0
         self.returns[ids] = 0.0
         self._qpos_prev[ids] = qpos
         sensors = self._read_sensors(ids)
+        start = task.start_ctrl(sensors, ids.size)
+        self.plant.hold(ids, start)
+        self.last_ctrl[ids] = self.plant.safe_ctrl if start is None else start
         view = StepView(
             qpos=self.state[ids, self._qpos_at : self._qvel_at],
             qvel=self.state[ids, self._qvel_at : self._qvel_at + self.nv],
@@ -343,6 +356,8 @@ class BatchedEnv(VectorEnv):
             sensors=sensors,
             action=np.zeros((ids.size, task.act_dim)),
             ctrl=np.zeros((ids.size, self.nu)),
+            goal=self.goal[ids],
+            last_ctrl=self.last_ctrl[ids],
             fields={f: buf[ids] for f, buf in self.fields.items()},
         )
         self.obs[ids] = task.observe(view)

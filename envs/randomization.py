@@ -131,6 +131,9 @@ class FieldRange:
     dist: Dist
     index: tuple[int, ...] | None = None
     """Columns of a 2-D field (e.g. actuator_gainprm column 0); None = all."""
+    same_as: str | None = None
+    """Key of an earlier param whose draw this one reuses (a position servo's kp sits in
+    actuator_gainprm[0] and -kp in actuator_biasprm[1]: one gain, two fields)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
             "std",
             "value",
             "source",
+            "same_as",
         }
         if extra:
             raise RandomizationError(f"{w}: unknown key '{sorted(extra)[0]}'")
@@ -209,9 +213,18 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
         index = p.get("index")
         index = None if index is None else tuple(int(i) for i in np.atleast_1d(index))
         dist_keys = {k: p[k] for k in ("dist", "low", "high", "mean", "std", "value") if k in p}
-        fields.append(
-            FieldRange(key, str(p["field"]), targets, op, parse_dist(w, dist_keys), index)
-        )
+        same_as = p.get("same_as")
+        if same_as is not None:
+            if str(same_as) not in {f.key for f in fields}:
+                raise RandomizationError(f"{w}.same_as: no earlier param '{same_as}'")
+            if dist_keys:
+                raise RandomizationError(
+                    f"{w}: same_as reuses '{same_as}''s draw, drop '{sorted(dist_keys)[0]}'"
+                )
+            dist, same_as = Dist(), str(same_as)
+        else:
+            dist = parse_dist(w, dist_keys)
+        fields.append(FieldRange(key, str(p["field"]), targets, op, dist, index, same_as))
     push = cfg.get("push") or {}
     extra = set(push) - {"prob", "force", "body"}
     if extra:
@@ -300,6 +313,13 @@ class Binder:
     ) -> None:
         self.rand = rand
         self.bound: list[_BoundField] = [self._bind(f, model) for f in rand.fields]
+        shape = {b.rng.key: b.nominal.shape for b in self.bound}
+        for b in self.bound:
+            if b.rng.same_as is not None and shape[b.rng.same_as] != b.nominal.shape:
+                raise RandomizationError(
+                    f"randomization.params.{b.rng.key}.same_as: '{b.rng.same_as}' perturbs "
+                    f"{shape[b.rng.same_as]} values, this one {b.nominal.shape}"
+                )
         self.nominal_gravity = np.array(model.opt.gravity, dtype=np.float64)
         names = list(sensor_names)
         for k in list(rand.obs_noise_std) + list(rand.sensor_bias):
@@ -355,9 +375,12 @@ class Binder:
 
     def sample(self, rng: np.random.Generator) -> Perturbation:
         """A pure function of the nominal model and the generator."""
-        vals = []
+        vals, draws = [], {}
         for b in self.bound:
-            s = b.rng.dist.sample(rng, b.nominal.shape)
+            if b.rng.same_as is None:
+                s = draws[b.rng.key] = b.rng.dist.sample(rng, b.nominal.shape)
+            else:
+                s = draws[b.rng.same_as]
             if b.rng.op == "scale":
                 vals.append(b.nominal * s)
             elif b.rng.op == "add":

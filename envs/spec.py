@@ -17,105 +17,44 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
 import numpy as np
 
+from envs.layout_types import SAFE_MODES, Actuator, Sensor, SpecError, _layout_entry
 
-class SpecError(ValueError):
-    """A robot spec, or an MJCF model, that does not fit together."""
-
-
-@dataclass(frozen=True)
-class Sensor:
-    """One value in the controller's STATE message."""
-
-    name: str
-    """Name in the STATE layout; also the MuJoCo sensor that simulates it."""
-    unit: str
-    """Physical unit, e.g. 'rad', 'rad/s'."""
-    low: float
-    """Lowest value that is safe; outside [low, high] the robot is out of its envelope."""
-    high: float
-    """Highest value that is safe."""
-    resolution: float = 0.0
-    """Quantum of the reading (an encoder's 2*pi/counts), 0 for a continuous value."""
-    source: str | None = None
-    """MuJoCo sensor that simulates it; None = `name`."""
-    component: int | None = None
-    """Index into a vector sensor's values (a gyro's 0..2); None = a scalar sensor."""
-
-    @property
-    def mujoco_name(self) -> str:
-        return self.source if self.source is not None else self.name
+__all__ = [
+    "SAFE_MODES",
+    "Actuator",
+    "Objective",
+    "RobotEntry",
+    "RobotSpec",
+    "Sensor",
+    "SpecError",
+    "TaskInputs",
+]
 
 
-@dataclass(frozen=True)
-class Actuator:
-    """One value in the host's COMMAND message."""
+@dataclass
+class TaskInputs:
+    """What a task's observation and reward read besides the sensors, per env: the
+    episode's goal and the command the actuators were last given. Training keeps both per
+    env (`envs.batched`); the deploy loop keeps the run's goal and the last command it sent."""
 
-    name: str
-    """Name in the COMMAND layout; also the MuJoCo actuator that simulates it."""
-    unit: str
-    """Physical unit of the command, e.g. 'V' (motor voltage), 'rad' (servo target)."""
-    low: float
-    """Lowest command the controller accepts."""
-    high: float
-    """Highest command the controller accepts."""
-    kind: str = "effort"
-    """'effort' (voltage, current or torque) or 'position' (servo target with PD gains)."""
-    safe: float = 0.0
-    """Command of the safe state (zero voltage; for servos the hold pose, or torque-off)."""
-    center: float | None = None
-    """Command at policy action 0 (default pose for servos); None = middle of [low, high]."""
-    half_range: float | None = None
-    """Command change for policy action +-1; None = half of [low, high]."""
-    kp: float = 0.0
-    """Position gain the servo runs with (position actuators only)."""
-    kd: float = 0.0
-    """Damping gain the servo runs with (position actuators only)."""
-    safe_mode: str = "value"
-    """Safe state: 'value' = command `safe`; 'hold' = hold the measured position (reading
-    of `position_sensor`); 'off' = torque off (NaN inside the controller, never on the wire)."""
-    position_sensor: str | None = None
-    """Layout sensor measuring the joint it drives; needed by 'hold' and by soft start of a
-    position actuator (it ramps from the measured pose)."""
-
-    def __post_init__(self) -> None:
-        if self.safe_mode not in SAFE_MODES:
-            raise SpecError(
-                f"actuator '{self.name}': safe_mode '{self.safe_mode}' is not one of {SAFE_MODES}"
-            )
-        if self.safe_mode == "hold" and self.kind != "position":
-            raise SpecError(f"actuator '{self.name}': safe_mode 'hold' needs kind='position'")
-        if self.kind == "position" and not self.position_sensor:
-            raise SpecError(
-                f"actuator '{self.name}': a position actuator needs its position_sensor "
-                "(safe_mode 'hold' and the soft start read it)"
-            )
-
-
-SAFE_MODES = ("value", "hold", "off")
-_LAYOUT_DEFAULTS = {
-    "source": None,
-    "component": None,
-    "safe_mode": "value",
-    "position_sensor": None,
-}
-"""Fields left out of `layout()` at these values, so older layouts keep their hash."""
-
-
-def _layout_entry(entry: Sensor | Actuator) -> dict:
-    d = asdict(entry)
-    return {k: v for k, v in d.items() if k not in _LAYOUT_DEFAULTS or v != _LAYOUT_DEFAULTS[k]}
+    goal: np.ndarray
+    """(N, goal_dim) the episode's goal (`Objective.sample_goal`); (N, 0) for a task without."""
+    last_command: np.ndarray
+    """(N, n_actuators) the previous control step's command in physical units (at an
+    episode's start: the soft-start origin, where the actuators are held)."""
 
 
 class Objective(ABC):
     """A robot's task: what the policy observes, the reward, when an episode ends or
-    succeeds, and where episodes start. The layout it works on (sensors, actuators, limits,
-    rate) is the `RobotSpec` passed in; one robot may have several objectives.
+    succeeds, where episodes start and, for a goal-directed task, the goal each episode
+    gets. The layout it works on (sensors, actuators, limits, rate) is the `RobotSpec`
+    passed in; one robot may have several objectives.
 
     Not `envs.task.Task` (the engine's interface, which a `RobotSpec` is adapted to)."""
 
@@ -125,16 +64,25 @@ class Objective(ABC):
     """Names of the observation entries, in order."""
     episode_s: float = 5.0
     """Episode length in seconds."""
+    goal_names: tuple[str, ...] = ()
+    """Names of the goal's entries (a reach target's x, y, z); empty: no goal."""
 
     @abstractmethod
-    def observe(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
-        """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32."""
+    def observe(self, spec: RobotSpec, sensors: np.ndarray, inputs: TaskInputs) -> np.ndarray:
+        """Controller readings (N, n_sensors) and the task inputs -> policy observation
+        (N, obs_dim), float32."""
 
     @abstractmethod
     def reward(
-        self, spec: RobotSpec, sensors: np.ndarray, command: np.ndarray, action: np.ndarray
+        self,
+        spec: RobotSpec,
+        sensors: np.ndarray,
+        command: np.ndarray,
+        action: np.ndarray,
+        inputs: TaskInputs,
     ) -> np.ndarray:
-        """Per-step reward (N,) from true sensor values, the command and the raw action."""
+        """Per-step reward (N,) from true sensor values, the command, the raw action and
+        the task inputs (the goal, the previous command)."""
 
     def terminated(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
         """(N,) bool: the robot left its safe envelope (episode ends, no bootstrap).
@@ -143,14 +91,21 @@ class Objective(ABC):
         return spec.out_of_envelope(sensors)
 
     @abstractmethod
-    def success(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
-        """Success of whole episodes from their sensor traces (N, T, n_sensors) -> (N,)."""
+    def success(self, spec: RobotSpec, sensors: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Success of whole episodes from their sensor traces (N, T, n_sensors) and goals
+        (N, goal_dim) -> (N,)."""
 
     @abstractmethod
     def initial_state(
         self, spec: RobotSpec, model: mujoco.MjModel, rng: np.random.Generator, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(qpos (n, nq), qvel (n, nv)) to start episodes from."""
+
+    def sample_goal(
+        self, spec: RobotSpec, model: mujoco.MjModel, rng: np.random.Generator, n: int
+    ) -> np.ndarray:
+        """(n, goal_dim) goals for new episodes; a task without a goal: (n, 0)."""
+        return np.zeros((n, len(self.goal_names)))
 
 
 @dataclass(frozen=True)
@@ -301,19 +256,10 @@ class RobotSpec:
         return model
 
     def check_model(self, model: mujoco.MjModel, where: str = "model") -> None:
-        for s in self.sensors:
-            _check_sensor(model, s, self.name, where)
-        for a in self.actuators:
-            aid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a.name)
-            if aid < 0:
-                raise SpecError(f"{where}: robot '{self.name}' needs actuator '{a.name}', missing")
-            if a.kind == "position":
-                _check_gains(model, aid, a, where)
-                _check_position_sensor(model, aid, a, self.sensors, where)
-        if model.nu != self.n_actuators:
-            raise SpecError(
-                f"{where}: has {model.nu} actuators, robot '{self.name}' defines {self.n_actuators}"
-            )
+        """The model carries every declared sensor and actuator, with the spec's gains."""
+        from envs.model_check import check_model
+
+        check_model(model, self, where)
 
     def sensor_index(self, model: mujoco.MjModel) -> np.ndarray:
         """Indices into `sensordata` of the spec's sensors, in layout order (a vector
@@ -357,21 +303,62 @@ class RobotSpec:
 
     # ---------------------------------------------------------------- task
 
-    def observe(self, sensors: np.ndarray) -> np.ndarray:
-        """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32."""
-        return self.objective.observe(self, sensors)
+    @property
+    def goal_names(self) -> tuple[str, ...]:
+        return tuple(self.objective.goal_names)
 
-    def reward(self, sensors: np.ndarray, command: np.ndarray, action: np.ndarray) -> np.ndarray:
-        """Per-step reward (N,) from true sensor values, the command and the raw action."""
-        return self.objective.reward(self, sensors, command, action)
+    @property
+    def goal_dim(self) -> int:
+        return len(self.goal_names)
+
+    def inputs(
+        self, n: int, goal: np.ndarray | None = None, last_command: np.ndarray | None = None
+    ) -> TaskInputs:
+        """Task inputs for `n` envs; a task with a goal must be given one, the last command
+        defaults to the command at action 0."""
+        if goal is None:
+            if self.goal_dim:
+                raise SpecError(f"task '{self.task_name}' of '{self.name}' needs a goal")
+            goal = np.zeros((n, 0))
+        if last_command is None:
+            last_command = np.broadcast_to(self.action_offset, (n, self.n_actuators))
+        goal = np.broadcast_to(np.asarray(goal, np.float64), (n, self.goal_dim))
+        return TaskInputs(goal, np.broadcast_to(last_command, (n, self.n_actuators)))
+
+    def observe(
+        self,
+        sensors: np.ndarray,
+        goal: np.ndarray | None = None,
+        last_command: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32."""
+        return self.objective.observe(self, sensors, self.inputs(len(sensors), goal, last_command))
+
+    def reward(
+        self,
+        sensors: np.ndarray,
+        command: np.ndarray,
+        action: np.ndarray,
+        goal: np.ndarray | None = None,
+        last_command: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Per-step reward (N,) from true sensor values, the command, the raw action, the
+        goal and the previous command."""
+        inputs = self.inputs(len(sensors), goal, last_command)
+        return self.objective.reward(self, sensors, command, action, inputs)
 
     def terminated(self, sensors: np.ndarray) -> np.ndarray:
         """(N,) bool: the episode ends without bootstrap (by default: out of envelope)."""
         return self.objective.terminated(self, sensors)
 
-    def success(self, sensors: np.ndarray) -> np.ndarray:
-        """Success of whole episodes from their sensor traces (N, T, n_sensors) -> (N,)."""
-        return self.objective.success(self, sensors)
+    def success(self, sensors: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
+        """Success of whole episodes from their sensor traces (N, T, n_sensors) and goals
+        (N, goal_dim) -> (N,)."""
+        return self.objective.success(self, sensors, self.inputs(len(sensors), goal).goal)
+
+    def sample_goal(self, model: mujoco.MjModel, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, goal_dim) goals for new episodes (the task's)."""
+        return self.objective.sample_goal(self, model, rng, n)
 
     def initial_state(
         self, model: mujoco.MjModel, rng: np.random.Generator, n: int
@@ -391,6 +378,8 @@ class RobotSpec:
             "actuators": [_layout_entry(a) for a in self.actuators],
             "obs_names": list(self.obs_names),
         }
+        if self.goal_names:  # absent for a task without a goal: older hashes unchanged
+            out["goal_names"] = list(self.goal_names)
         if self.task is not None and self.task.name != self.default_task:
             out["task"] = self.task.name  # the default task's hash predates tasks: unchanged
         return out
@@ -444,12 +433,16 @@ class RobotSpec:
         return cmd
 
     def soft_start_origin(self, sensors: np.ndarray) -> np.ndarray:
-        """Where the soft-start ramp starts: a position actuator with a position sensor at
-        its measured position (clipped to the limits), every other at `safe`."""
-        cmd = self.safe_command
-        for i, (a, j) in enumerate(zip(self.actuators, self.position_sensor_index(), strict=True)):
-            if a.kind == "position" and j >= 0:
-                cmd[i] = min(max(float(sensors[j]), a.low), a.high)
+        """Where the soft-start ramp starts, for readings (..., n_sensors): a position
+        actuator with a position sensor at its measured position (clipped to the limits),
+        every other at `safe`. Also where training holds the actuators at an episode's start."""
+        sensors = np.asarray(sensors, np.float64)
+        cmd = np.broadcast_to(self.safe_command, (*sensors.shape[:-1], self.n_actuators)).copy()
+        j = self.position_sensor_index()
+        pos = np.array([a.kind == "position" for a in self.actuators]) & (j >= 0)
+        if pos.any():
+            measured = sensors[..., j[pos]]
+            cmd[..., pos] = np.clip(measured, self.command_low[pos], self.command_high[pos])
         return cmd
 
     # ---------------------------------------------------------------- state
@@ -463,60 +456,6 @@ class RobotSpec:
         from envs.state_map import state_from_sensors
 
         return state_from_sensors(self, model, sensors)
-
-
-def _check_sensor(model: mujoco.MjModel, s: Sensor, robot: str, where: str) -> None:
-    """The MuJoCo sensor of a layout entry exists and the entry picks one value of it."""
-    src = s.mujoco_name
-    sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, src)
-    if sid < 0:
-        raise SpecError(f"{where}: robot '{robot}' needs sensor '{src}', missing")
-    dim = int(model.sensor_dim[sid])
-    if s.component is None and dim != 1:
-        raise SpecError(
-            f"{where}: sensor '{src}' has {dim} values: layout entry '{s.name}' must name a component"
-        )
-    if s.component is not None and not 0 <= s.component < dim:
-        raise SpecError(
-            f"{where}: sensor '{src}' has {dim} values: component {s.component} of '{s.name}' "
-            "is out of range"
-        )
-
-
-def _check_gains(model: mujoco.MjModel, aid: int, a: Actuator, where: str) -> None:
-    """A position actuator's kp/kd are the MJCF's (gain kp, bias -kp q - kd qdot)."""
-    g, b = model.actuator_gainprm[aid], model.actuator_biasprm[aid]
-    for what, want, got in (("kp", a.kp, g[0]), ("kp", a.kp, -b[1]), ("kd", a.kd, -b[2])):
-        if not math.isclose(want, float(got), rel_tol=1e-9, abs_tol=0.0):
-            raise SpecError(
-                f"{where}: actuator '{a.name}' {what} = {want:g} in the spec, but the MJCF "
-                f"gives {float(got):g}"
-            )
-
-
-def _check_position_sensor(
-    model: mujoco.MjModel, aid: int, a: Actuator, sensors: tuple[Sensor, ...], where: str
-) -> None:
-    """A position actuator's `position_sensor`, where it is a joint sensor, measures the
-    joint the actuator drives (else 'hold' would hold another joint's angle)."""
-    s = next(x for x in sensors if x.name == a.position_sensor)
-    sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.mujoco_name)
-    joint = int(mujoco.mjtObj.mjOBJ_JOINT)
-    if int(model.sensor_objtype[sid]) != joint or int(model.actuator_trntype[aid]) != int(
-        mujoco.mjtTrn.mjTRN_JOINT
-    ):
-        return
-    if int(model.sensor_type[sid]) != int(mujoco.mjtSensor.mjSENS_JOINTPOS):
-        raise SpecError(
-            f"{where}: actuator '{a.name}' position_sensor '{s.name}' is not a jointpos sensor"
-        )
-    if int(model.sensor_objid[sid]) != int(model.actuator_trnid[aid, 0]):
-        sj = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(model.sensor_objid[sid]))
-        aj = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, int(model.actuator_trnid[aid, 0]))
-        raise SpecError(
-            f"{where}: actuator '{a.name}' drives joint '{aj}' but its position_sensor "
-            f"'{s.name}' measures joint '{sj}'"
-        )
 
 
 @dataclass(frozen=True)

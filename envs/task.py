@@ -34,6 +34,10 @@ class StepView:
     """(N, act_dim) the policy action, clipped to the action space."""
     ctrl: np.ndarray
     """(N, nu) the control written to MuJoCo (before latency and noise)."""
+    goal: np.ndarray | None = None
+    """(N, goal_dim) each env's episode goal (robots with a goal-directed task)."""
+    last_ctrl: np.ndarray | None = None
+    """(N, nu) the control of the previous step (at an episode's start: where it is held)."""
     fields: dict[str, np.ndarray] = field(default_factory=dict)
     """The task's `data_fields`, (N, ...) each, as MjData holds them after the last physics
     step (like sensordata: computed at the start of that step, or at the last RK4 stage)."""
@@ -52,6 +56,8 @@ class Task(ABC):
     has_success: bool = False
     data_fields: tuple[str, ...] = ()
     """MjData fields (float arrays, e.g. 'site_xpos') the task reads from `StepView.fields`."""
+    goal_dim: int = 0
+    """Size of each episode's goal (`sample_goal`), 0 for none."""
 
     @abstractmethod
     def load_model(self) -> mujoco.MjModel: ...
@@ -67,6 +73,15 @@ class Task(ABC):
     def initial_state(
         self, model: mujoco.MjModel, rng: np.random.Generator, n: int
     ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def sample_goal(self, model: mujoco.MjModel, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, goal_dim) goals for new episodes."""
+        return np.zeros((n, self.goal_dim))
+
+    def start_ctrl(self, sensors: np.ndarray | None, n: int) -> np.ndarray | None:
+        """(n, nu) the control an episode starts held at, from its first readings; None:
+        the safe control."""
+        return None
 
     @abstractmethod
     def ctrl(self, action: np.ndarray) -> np.ndarray:
@@ -91,8 +106,8 @@ class Task(ABC):
     @abstractmethod
     def terminated(self, v: StepView) -> np.ndarray: ...
 
-    def success(self, trace: np.ndarray) -> np.ndarray:
-        """(N, T, n_sensors) sensor traces of finished episodes -> (N,) bool."""
+    def success(self, trace: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
+        """(N, T, n_sensors) sensor traces of finished episodes (and their goals) -> (N,) bool."""
         raise NotImplementedError
 
 
@@ -111,6 +126,7 @@ class RobotTask(Task):
         self.action_low = -np.ones(spec.act_dim)
         self.action_high = np.ones(spec.act_dim)
         self.sensor_names = tuple(s.name for s in spec.sensors)
+        self.goal_dim = spec.goal_dim
         self._sensor_idx: np.ndarray | None = None
 
     def load_model(self) -> mujoco.MjModel:
@@ -128,6 +144,14 @@ class RobotTask(Task):
     def initial_state(self, model, rng, n):
         return self.spec.initial_state(model, rng, n)
 
+    def sample_goal(self, model, rng, n):
+        return self.spec.sample_goal(model, rng, n)
+
+    def start_ctrl(self, sensors, n):
+        """Position actuators start held at the measured pose (as the deploy's soft start
+        begins from it); effort actuators at their safe value."""
+        return None if sensors is None else self.spec.soft_start_origin(sensors)
+
     def ctrl(self, action: np.ndarray) -> np.ndarray:
         return self.spec.action_to_command(action)
 
@@ -136,17 +160,17 @@ class RobotTask(Task):
         return self.spec.read_sensors(sensordata, self._sensor_idx, resolution, noise, bias)
 
     def observe(self, v: StepView) -> np.ndarray:
-        return self.spec.observe(v.sensors)
+        return self.spec.observe(v.sensors, v.goal, v.last_ctrl)
 
     def reward(self, v: StepView) -> np.ndarray:
         true = v.sensordata[:, self._sensor_idx]
-        return self.spec.reward(true, v.ctrl, v.action)
+        return self.spec.reward(true, v.ctrl, v.action, v.goal, v.last_ctrl)
 
     def terminated(self, v: StepView) -> np.ndarray:
         return self.spec.terminated(v.sensordata[:, self._sensor_idx])
 
-    def success(self, trace: np.ndarray) -> np.ndarray:
-        return self.spec.success(trace)
+    def success(self, trace: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
+        return self.spec.success(trace, goal)
 
 
 def physics_substeps(model: mujoco.MjModel, control_hz: float) -> int:

@@ -25,7 +25,9 @@ def test_spec_consistency(name):
     idx = spec.sensor_index(model)
     assert len(set(idx.tolist())) == spec.n_sensors
     assert spec.obs_dim == len(spec.obs_names) and spec.obs_dim > 0
-    obs = spec.observe(np.zeros((3, spec.n_sensors)))
+    goal = spec.sample_goal(model, np.random.default_rng(0), 3)
+    assert goal.shape == (3, spec.goal_dim)
+    obs = spec.observe(np.zeros((3, spec.n_sensors)), goal)
     assert obs.shape == (3, spec.obs_dim) and obs.dtype == np.float32
     assert 1.0 / (spec.control_hz * model.opt.timestep) == pytest.approx(
         round(1.0 / (spec.control_hz * model.opt.timestep))

@@ -18,12 +18,13 @@ from typing import Any
 import yaml
 
 from envs.robots.furuta import ROBOT as _FURUTA
+from envs.robots.so101 import ROBOT as _SO101
 from envs.spec import RobotEntry, RobotSpec, SpecError
 
 ENTRY_POINT_GROUP = "ppo_robot.robots"
 PLUGINS_ENV = "PPO_ROBOT_PLUGINS"
 
-_SHIPPED: tuple[RobotEntry, ...] = (_FURUTA,)
+_SHIPPED: tuple[RobotEntry, ...] = (_FURUTA, _SO101)
 ROBOTS: dict[str, RobotEntry] = {e.name: e for e in _SHIPPED}
 _loaded_plugins = False
 
@@ -94,3 +95,16 @@ def settings(name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: must be a mapping of settings")
     return data
+
+
+TRANSPORTS = ("framed", "feetech")
+"""How the host reaches a robot: `framed` = our COBS-framed protocol to a controller of ours
+(firmware_bridge/wire/protocol.py), `feetech` = straight onto a Feetech STS servo bus."""
+
+
+def transport(name: str) -> str:
+    """The robot's transport (robot.yaml `transport`, default `framed`)."""
+    t = settings(name).get("transport", "framed")
+    if t not in TRANSPORTS:
+        raise SpecError(f"robot '{name}': robot.yaml transport '{t}' is not one of {TRANSPORTS}")
+    return str(t)

@@ -148,9 +148,13 @@ def _put_tick(rlog, k: int, t: float, sens, obs, cmd) -> None:
     rlog.put("/timing", t_ns, {**timing, "safety_us": 0.0, "send_us": 0.0, "missed": False})
 
 
-def _run(spec, model, data, plant, actor, rlog, substeps: int) -> tuple[int, bool, float, bool]:
+def _run(
+    spec, model, data, plant, actor, rlog, substeps: int, goal: np.ndarray
+) -> tuple[int, bool, float, bool]:
     """The closed loop, as the training engine steps it: a reading, the policy's command
-    (through the plant: noise, latency), `substeps` physics steps; each tick logged.
+    (through the plant: noise, latency), `substeps` physics steps; each tick logged. The
+    actuators start held where the first reading puts them (`soft_start_origin`), and
+    the observation reads the episode's `goal` and the previous command.
     Returns (ticks, terminated, time of the last tick, success)."""
     import mujoco
     import torch
@@ -159,11 +163,13 @@ def _run(spec, model, data, plant, actor, rlog, substeps: int) -> tuple[int, boo
     dt = float(model.opt.timestep)
     trace = np.zeros((spec.episode_steps, spec.n_sensors))
     sens = plant.sense(data.sensordata[None])[0]
+    last = spec.soft_start_origin(sens[None])
+    plant.hold(np.arange(1), last)
     ticks, t = 0, 0.0
     with torch.no_grad():
         while ticks < spec.episode_steps:
             t = ticks * substeps * dt
-            obs = spec.observe(sens[None])[0]
+            obs = spec.observe(sens[None], goal[None], last)[0]
             action = actor(torch.as_tensor(obs[None], dtype=torch.float32)).numpy()[0]
             cmd = spec.action_to_command(action.astype(np.float64))
             _put_tick(rlog, ticks, t, sens, obs, cmd)
@@ -172,11 +178,12 @@ def _run(spec, model, data, plant, actor, rlog, substeps: int) -> tuple[int, boo
             if bool(spec.terminated(data.sensordata[sidx][None])[0]):
                 return ticks, True, t, False
             plant.command(cmd[None])
+            last = cmd[None]
             for ctrl in plant.controls(substeps)[0]:
                 data.ctrl[aidx] = ctrl
                 mujoco.mj_step(model, data)
             sens = plant.sense(data.sensordata[None])[0]
-    return ticks, False, t, bool(spec.success(trace[None, :ticks])[0])
+    return ticks, False, t, bool(spec.success(trace[None, :ticks], goal[None])[0])
 
 
 def write_sim_episode(
@@ -219,6 +226,7 @@ def write_sim_episode(
         plant.configure(0, p.latency_s, p.sensor_bias, p.resolution_scale)
 
     qpos, qvel = spec.initial_state(model, rng, 1)
+    goal = spec.sample_goal(model, rng, 1)[0]
     data = mujoco.MjData(model)
     mujoco.mj_resetData(model, data)
     data.qpos[:] = qpos[0]
@@ -229,10 +237,12 @@ def write_sim_episode(
     ck_path = str(Path(checkpoint).resolve()) if checkpoint else _find_checkpoint(ck, sha)
     latency_s = int(plant.delay[0]) * dt
     meta = _metadata(spec, env_cfg, ck_path, sha, latency_s, seed, pert_meta, dt)
+    if spec.goal_dim:
+        meta["goal"] = goal.tolist()
     path = Path(path)
     rlog = RolloutLog(path, meta, clock=lambda: 0)  # the simulation's clock: t_host = sim time
     rlog.event("enable", "simulated episode", t_host=0.0)
-    ticks, terminated, end, success = _run(spec, model, data, plant, actor, rlog, substeps)
+    ticks, terminated, end, success = _run(spec, model, data, plant, actor, rlog, substeps, goal)
     rlog.event(
         "disable", "end of simulated episode" + (" (terminated)" if terminated else ""), t_host=end
     )

@@ -44,13 +44,13 @@ class Hold(Objective):
     obs_names: tuple[str, ...] = ("angle", "velocity", "gyro_x", "gyro_y", "gyro_z")
     episode_s: float = 2.0
 
-    def observe(self, spec, sensors: np.ndarray) -> np.ndarray:
+    def observe(self, spec, sensors: np.ndarray, inputs) -> np.ndarray:
         return np.asarray(sensors, dtype=np.float32)
 
-    def reward(self, spec, sensors, command, action) -> np.ndarray:
+    def reward(self, spec, sensors, command, action, inputs) -> np.ndarray:
         return -np.square(sensors[..., 0] - TARGET)
 
-    def success(self, spec, sensors: np.ndarray) -> np.ndarray:
+    def success(self, spec, sensors: np.ndarray, goal) -> np.ndarray:
         return np.abs(sensors[:, -1, 0] - TARGET) < 0.05
 
     def initial_state(self, spec, model: mujoco.MjModel, rng: np.random.Generator, n: int):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from envs.spec import Objective, RobotSpec, wrap_angle
+from envs.spec import Objective, RobotSpec, TaskInputs, wrap_angle
 
 UPRIGHT_TOL = 0.2
 """Success: pendulum within this angle (rad) of upright ..."""
@@ -31,7 +31,7 @@ class SwingUp(Objective):
     start_spread: float = 0.05
     """Initial joint angles and velocities: uniform in +-this around hanging down at rest."""
 
-    def observe(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
+    def observe(self, spec: RobotSpec, sensors: np.ndarray, inputs: TaskInputs) -> np.ndarray:
         theta = sensors[..., 0]
         alpha = sensors[..., 1]
         obs = np.stack(
@@ -40,7 +40,12 @@ class SwingUp(Objective):
         return obs.astype(np.float32)
 
     def reward(
-        self, spec: RobotSpec, sensors: np.ndarray, command: np.ndarray, action: np.ndarray
+        self,
+        spec: RobotSpec,
+        sensors: np.ndarray,
+        command: np.ndarray,
+        action: np.ndarray,
+        inputs: TaskInputs,
     ) -> np.ndarray:
         theta = sensors[..., 0]
         alpha_err = np.abs(wrap_angle(sensors[..., 1] - np.pi))
@@ -51,7 +56,7 @@ class SwingUp(Objective):
         out_of_travel = self.terminated(spec, sensors)
         return upright - still - effort - 50.0 * out_of_travel
 
-    def success(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
+    def success(self, spec: RobotSpec, sensors: np.ndarray, goal: np.ndarray) -> np.ndarray:
         hold = max(1, int(round(HOLD_S * spec.control_hz)))
         alpha_err = np.abs(wrap_angle(sensors[..., -hold:, 1] - np.pi))
         upright = np.all(alpha_err < UPRIGHT_TOL, axis=-1)

@@ -89,7 +89,7 @@ def _actuator(joint: str) -> Actuator:
     return Actuator(
         joint, "rad", lo, hi, kind="position", safe=0.5 * (lo + hi), center=0.5 * (lo + hi),
         half_range=0.5 * (hi - lo), kp=KP, kd=KD, safe_mode="hold",
-        position_sensor=f"{joint}_pos",
+        position_sensor=f"{joint}_pos", bus_id=SERVO_IDS[joint],
     )  # fmt: skip
 
 
