@@ -1125,6 +1125,31 @@ def test_proxy_settings_resolve_per_direction():
     assert st.c2h == replace(Rates(), corrupt=0.2)
 
 
+def test_every_rate_is_a_per_direction_key():
+    """The `h2c` / `c2h` section is generated from Rates: each of its fields is a key there,
+    typed as in Rates (a list for the tuple), and a wrong type is refused naming the key."""
+    from dataclasses import fields
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from firmware_bridge.tools.faultproxy import settings_from_config
+    from firmware_bridge.tools.faultproxy_config import FaultProxyConfig
+    from ppo_robot.cli import CONFIG_DIR, register_schema
+
+    given = {f.name: 0.125 for f in fields(Rates)}
+    given.update(delay_ms=7.5, stall_ms=9.5, garbage_bytes=3, stall_at_s=(1.0, 2.5))
+    assert set(given) == {f.name for f in fields(Rates)}
+    register_schema("faultproxy", FaultProxyConfig)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        over = [f"h2c.{k}={list(v) if k == 'stall_at_s' else v}" for k, v in given.items()]
+        cfg = compose("faultproxy", overrides=["upstream=x", *over])
+        with pytest.raises(ConfigCompositionException, match="h2c.garbage_bytes=1.5"):
+            compose("faultproxy", overrides=["upstream=x", "h2c.garbage_bytes=1.5"])
+    st = settings_from_config(cfg)
+    assert st.h2c == Rates(**given) and st.c2h == Rates()
+
+
 def test_proxy_counts_every_fault_exactly():
     """The proxy alone, between two pseudo-terminals this test holds: each corrupted frame
     costs the receiver exactly one dropped frame, each garbage frame one more, duplicates

@@ -1,41 +1,39 @@
 """The schema of `python -m firmware_bridge.faultproxy` (configs/faultproxy.yaml), registered
-as `faultproxy_schema` by firmware_bridge.tools.faultproxy; `settings_from_config` there
-turns it into the proxy's own `ProxySettings`.
+as `faultproxy_schema` by firmware_bridge.tools.faultproxy; `settings_from_config`
+(firmware_bridge.tools.faultproxy_settings) turns it into the proxy's own `ProxySettings`.
+Tools floor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, get_args, get_origin, get_type_hints
+
+from firmware_bridge.tools.faultproxy_settings import Rates
 
 
-@dataclass
-class FaultDirectionSection:
-    """Per-direction overrides of the fault proxy's settings; null = the top-level value."""
+def _optional(hint: Any) -> Any:
+    """A Rates field's type as a YAML section's: a tuple is a list there, and null is allowed."""
+    if get_origin(hint) is tuple:
+        hint = list[get_args(hint)[0]]
+    return hint | None
 
-    drop: float | None = None
-    """Probability per frame that it is dropped."""
-    duplicate: float | None = None
-    """Probability per frame that it is sent twice."""
-    delay: float | None = None
-    """Probability per frame that it is held `delay_ms` (later frames overtake it)."""
-    reorder: float | None = None
-    """Probability per frame that it is swapped with the next frame."""
-    corrupt: float | None = None
-    """Probability per frame that one of its bytes is altered (never into a 0x00 delimiter)."""
-    garbage: float | None = None
-    """Probability per frame that a garbage frame (random bytes and a 0x00) goes before it."""
-    stall: float | None = None
-    """Probability per frame that the line stalls for `stall_ms` from this frame on."""
-    bit_error: float | None = None
-    """Probability per byte on the wire that one of its bits flips (delimiters included)."""
-    delay_ms: float | None = None
-    """How long a delayed frame is held."""
-    stall_ms: float | None = None
-    """How long a stall holds the line (frames are delivered when it ends)."""
-    garbage_bytes: int | None = None
-    """Largest garbage frame, bytes before its 0x00."""
-    stall_at_s: list[float] | None = None
-    """Stall the line at these times (s after the host's first byte)."""
+
+def _direction_section() -> type:
+    """The `h2c` / `c2h` section: one optional field per `Rates` field, null by default."""
+    hints = get_type_hints(Rates)
+    doc = (
+        "Per-direction overrides of the fault proxy's settings; null = the top-level value.\n\n"
+        "One field per field of `faultproxy_settings.Rates` (its docstrings say what each is)."
+    )
+    return make_dataclass(
+        "FaultDirectionSection",
+        [(f.name, _optional(hints[f.name]), field(default=None)) for f in fields(Rates)],
+        namespace={"__module__": __name__, "__doc__": doc},
+    )
+
+
+FaultDirectionSection = _direction_section()
 
 
 @dataclass
