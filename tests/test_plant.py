@@ -16,7 +16,7 @@ from envs.robots import get_robot
 from envs.task import RobotTask
 from firmware_bridge.logs.rollout_log import read_log
 from firmware_bridge.sim.episodes import write_sim_episode
-from firmware_bridge.sim.robot import Plant
+from firmware_bridge.sim.plant import Plant
 from firmware_bridge.sim.robot_config import SimRobotConfig
 
 SEED = 7

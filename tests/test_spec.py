@@ -18,7 +18,7 @@ from envs.spec import Actuator, Sensor, SpecError
 from firmware_bridge.host.loop import ControlLoop
 from firmware_bridge.host.safety import SafetyConfig, SafetyLayer
 from firmware_bridge.sim.controller import Controller, ControllerConfig
-from firmware_bridge.sim.robot import Plant
+from firmware_bridge.sim.plant import Plant
 from firmware_bridge.wire.protocol import Enable, FrameParser, Hello, State
 from tests.servo_robot import HOLD, KD, KP, ServoSpec, servo_robot
 

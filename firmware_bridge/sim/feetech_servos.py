@@ -40,6 +40,7 @@ from firmware_bridge.wire.feetech import (
 from firmware_bridge.wire.feetech_table import (
     BAUD_CODES,
     MODEL_STS3215,
+    PERMILLE_FULL_SCALE,
     Area,
     Reg,
     decode_value,
@@ -67,7 +68,7 @@ STS3215_DEFAULTS: dict[Reg, int] = {
     Reg.MAX_TEMPERATURE: 70,
     Reg.MAX_VOLTAGE: 80,
     Reg.MIN_VOLTAGE: 40,
-    Reg.MAX_TORQUE: 1000,
+    Reg.MAX_TORQUE: PERMILLE_FULL_SCALE,
     Reg.P_COEFFICIENT: 32,
     Reg.D_COEFFICIENT: 32,
     Reg.I_COEFFICIENT: 0,
@@ -80,7 +81,7 @@ STS3215_DEFAULTS: dict[Reg, int] = {
     Reg.PROTECTION_TIME: 200,
     Reg.OVERLOAD_TORQUE: 80,
     Reg.OVERCURRENT_PROTECTION_TIME: 200,
-    Reg.TORQUE_LIMIT: 1000,  # MAX_TORQUE, copied at power-up
+    Reg.TORQUE_LIMIT: PERMILLE_FULL_SCALE,  # MAX_TORQUE, copied at power-up
     Reg.LOCK: 1,
     Reg.GOAL_POSITION: 2048,
     Reg.PRESENT_POSITION: 2048,

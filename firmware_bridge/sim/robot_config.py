@@ -4,7 +4,8 @@ as `sim_robot_schema`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -24,7 +25,7 @@ class SimRobotConfig:
     sensor_noise_std: float = 0.0
     """Gaussian noise on every sensor, in its units."""
     watchdog_ms: int = 50
-    """Controller watchdog."""
+    """Controller watchdog (a framed robot; a servo has none)."""
     min_rate_hz: int = 10
     """Lowest STATE/COMMAND rate accepted."""
     max_rate_hz: int = 2000
@@ -32,7 +33,8 @@ class SimRobotConfig:
     seed: int = 0
     """Seed of noise and of a sampled reality."""
     initial_qpos: list[float] | None = None
-    """Initial joint positions (default: the model's rest pose, hanging down)."""
+    """Initial joint positions (default: the model's qpos0: the Furuta hanging down, the
+    SO-101 at home, every joint at 0 rad)."""
     duration_s: float | None = None
     """Stop after this long (default: run until SIGTERM/SIGINT)."""
     reset_on_hello: bool = False
@@ -40,4 +42,16 @@ class SimRobotConfig:
     boot_id: int | None = None
     """Boot id reported in INFO (default: random at each start)."""
     applied_log: str | None = None
-    """Record every COMMAND applied to this file: u32 seq + float32 values (little-endian) each."""
+    """Record every COMMAND applied to this file: u32 seq + float32 values (little-endian) each
+    (a servo-bus robot: every change of the servos' goals or torque enables, NaN = limp)."""
+    # -- a servo-bus robot (robot.yaml `transport: feetech`) only: its rehearsal faults
+    absent_ids: list[int] = field(default_factory=list)
+    """Servo ids that never answer (unpowered, unplugged, or another id): their joints are limp."""
+    error_ids: Any = None
+    """Servo id -> error bit set in its status from the start (voltage, angle_sensor,
+    overheat, overcurrent, overload), e.g. `error_ids={3:overload}`: every answer of that
+    servo carries it. null = none. (Typed Any so that a dict override replaces the default;
+    checked by sim/bus_robot.py.)"""
+    bus_baud: int | None = None
+    """The servos' baud rate; null = the robot's (robot.yaml `baud`). Another rate than the
+    host's means nothing it sends parses."""

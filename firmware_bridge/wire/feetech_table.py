@@ -143,6 +143,10 @@ BAUD_CODES: dict[int, int] = {
 }
 """BAUD_RATE register code -> baud rate (vendor SMS_STS.h)."""
 
+PERMILLE_FULL_SCALE = 1000
+"""TORQUE_LIMIT, MAX_TORQUE and PRESENT_LOAD at 100 %: their unit is 0.1 % (of stall torque,
+of full drive)."""
+
 MODEL_STS3215 = 777
 """MODEL_NUMBER of the STS3215 (LeRobot's MODEL_NUMBER_TABLE)."""
 
