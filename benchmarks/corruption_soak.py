@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,28 @@ def _deploy(policy: Path, port: str, seconds: float, log_dir: Path) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+@dataclass
+class _Counts:
+    """What each side recorded, counted: the host's log, the proxy's injections, the
+    COMMANDs the controller applied."""
+
+    sent: dict[int, np.ndarray]
+    """The COMMANDs the host logged: seq -> float32 values."""
+    states: list[dict]
+    """The STATEs the host logged."""
+    applied: np.ndarray
+    """The COMMANDs sim_robot applied (its `applied_log`)."""
+    mismatched: int
+    """Applied COMMANDs whose seq or values are not those of one the host sent."""
+    c2h_corrupt: int
+    c2h_readable: int
+    """Corrupted controller -> host frames up to the newest STATE the host logged."""
+    h2c_corrupt: int
+    commands_h2c: int
+    """COMMAND frames the proxy forwarded host -> controller."""
+    not_applied: int
+
+
 def corruption_run(
     policy: Path,
     work: Path,
@@ -97,10 +120,47 @@ def corruption_run(
     seed: int = 0,
 ) -> dict[str, Any]:
     """One run; the figures and the checks (the `ok_*` keys) as a dict."""
-    from firmware_bridge.logs.rollout_log import read_log
-
     work.mkdir(parents=True, exist_ok=True)
     applied_path = work / "applied.bin"
+    s, wall, proxy_summary, sim_summary = _soak(policy, work, applied_path, seconds, corrupt, seed)
+    c = _count(s, proxy_summary, applied_path)
+    states = c.states
+    return {
+        "rate_hz": s["rate_hz"],
+        "seconds": seconds,
+        "corrupt_rate": corrupt,
+        "wall_s": round(wall, 1),
+        "ticks": s["ticks"],
+        "faults": s["faults"],
+        "missed_deadlines": s["missed_deadlines"],
+        "missed_fraction": round(s["missed_deadlines"] / max(1, s["ticks"]), 4),
+        "period_error_p99_us": s["period_error_p99_us"],
+        "period_error_max_us": s["period_error_max_us"],
+        "state_age_p99_ms": s["state_age_p99_ms"],
+        "frames_c2h": proxy_summary["frames"]["c2h"],
+        "frames_h2c": proxy_summary["frames"]["h2c"],
+        "commands_sent": len(c.sent),
+        "corrupted_c2h": c.c2h_corrupt,
+        "corrupted_c2h_after_last_state_read": c.c2h_corrupt - c.c2h_readable,
+        "host_dropped": s["dropped_frames"],
+        "host_dropped_by_kind": s["dropped_by_kind"],
+        "corrupted_h2c": c.h2c_corrupt,
+        "controller_rx_errors": sim_summary["rx_errors"],
+        "logged_rx_errors_last": states[-1]["rx_errors"] if states else None,
+        "commands_applied": int(c.applied.size),
+        "commands_not_applied": c.not_applied,
+        "applied_not_as_sent": c.mismatched,
+        "sim_tx_dropped": sim_summary["tx_dropped"],
+        "log": s["log"],
+        **_checks(s, seconds, sim_summary, c),
+    }
+
+
+def _soak(
+    policy: Path, work: Path, applied_path: Path, seconds: float, corrupt: float, seed: int
+) -> tuple[dict, float, dict, dict]:
+    """sim_robot, the fault proxy in front of it, one deploy through the proxy: the deploy's
+    summary, its wall time, the proxy's and sim_robot's summaries."""
     sim, sim_port = _start(
         "firmware_bridge.sim_robot", "robot=furuta", f"applied_log={applied_path}"
     )
@@ -120,6 +180,13 @@ def corruption_run(
     finally:
         proxy_summary, _ = _stop(proxy) if proxy is not None else ({}, "")
         sim_summary, _ = _stop(sim)
+    return s, wall, proxy_summary, sim_summary
+
+
+def _count(s: dict, proxy_summary: dict, applied_path: Path) -> _Counts:
+    """The deploy log, the proxy's injections and the applied COMMANDs, counted."""
+    from firmware_bridge.logs.rollout_log import read_log
+
     log = read_log(s["log"])
     sent = {c["seq"]: np.asarray(c["values"], np.float32) for c in log.topic("/command")}
     states = log.topic("/state")
@@ -130,51 +197,37 @@ def corruption_run(
         if int(a["seq"]) not in sent or sent[int(a["seq"])].tobytes() != a["values"].tobytes()
     )
     inj = proxy_summary["injected"]
-    c2h_corrupt = inj["c2h"].get("corrupt", 0)
     # A STATE corrupted after the newest one the host logged may have been in flight when
     # the host stopped reading: only those up to it must have been counted.
     last_read = states[-1]["seq"] if states else -1
     c2h_readable = sum(
         1 for q in proxy_summary["corrupted_seqs"]["c2h"] if q is not None and q <= last_read
     )
-    h2c_corrupt = inj["h2c"].get("corrupt", 0)
-    types_h2c = proxy_summary["frame_types"]["h2c"]
-    # COMMAND seqs the proxy corrupted: the ones the controller must not have applied
-    not_applied = len(sent) - len({int(a["seq"]) for a in applied})
+    return _Counts(
+        sent=sent,
+        states=states,
+        applied=applied,
+        mismatched=mismatched,
+        c2h_corrupt=inj["c2h"].get("corrupt", 0),
+        c2h_readable=c2h_readable,
+        h2c_corrupt=inj["h2c"].get("corrupt", 0),
+        commands_h2c=proxy_summary["frame_types"]["h2c"].get("COMMAND", 0),
+        # COMMAND seqs the proxy corrupted: the ones the controller must not have applied
+        not_applied=len(sent) - len({int(a["seq"]) for a in applied}),
+    )
+
+
+def _checks(s: dict, seconds: float, sim_summary: dict, c: _Counts) -> dict[str, bool]:
+    """The `ok_*` keys: the run completed, every corrupt frame was counted on each side, and
+    the controller applied exactly the COMMANDs sent, bit for bit, less the corrupted ones."""
     return {
-        "rate_hz": s["rate_hz"],
-        "seconds": seconds,
-        "corrupt_rate": corrupt,
-        "wall_s": round(wall, 1),
-        "ticks": s["ticks"],
-        "faults": s["faults"],
-        "missed_deadlines": s["missed_deadlines"],
-        "missed_fraction": round(s["missed_deadlines"] / max(1, s["ticks"]), 4),
-        "period_error_p99_us": s["period_error_p99_us"],
-        "period_error_max_us": s["period_error_max_us"],
-        "state_age_p99_ms": s["state_age_p99_ms"],
-        "frames_c2h": proxy_summary["frames"]["c2h"],
-        "frames_h2c": proxy_summary["frames"]["h2c"],
-        "commands_sent": len(sent),
-        "corrupted_c2h": c2h_corrupt,
-        "corrupted_c2h_after_last_state_read": c2h_corrupt - c2h_readable,
-        "host_dropped": s["dropped_frames"],
-        "host_dropped_by_kind": s["dropped_by_kind"],
-        "corrupted_h2c": h2c_corrupt,
-        "controller_rx_errors": sim_summary["rx_errors"],
-        "logged_rx_errors_last": states[-1]["rx_errors"] if states else None,
-        "commands_applied": int(applied.size),
-        "commands_not_applied": not_applied,
-        "applied_not_as_sent": mismatched,
-        "sim_tx_dropped": sim_summary["tx_dropped"],
-        "log": s["log"],
         "ok_run": s["faults"] == [] and s["ticks"] == round(seconds * s["rate_hz"]),
-        "ok_host_counted": c2h_readable <= s["dropped_frames"] <= c2h_corrupt,
-        "ok_controller_counted": sim_summary["rx_errors"] == h2c_corrupt
-        and (not states or states[-1]["rx_errors"] <= h2c_corrupt),
-        "ok_actuators": mismatched == 0
-        and not_applied == h2c_corrupt
-        and int(applied.size) == types_h2c.get("COMMAND", 0) - h2c_corrupt,
+        "ok_host_counted": c.c2h_readable <= s["dropped_frames"] <= c.c2h_corrupt,
+        "ok_controller_counted": sim_summary["rx_errors"] == c.h2c_corrupt
+        and (not c.states or c.states[-1]["rx_errors"] <= c.h2c_corrupt),
+        "ok_actuators": c.mismatched == 0
+        and c.not_applied == c.h2c_corrupt
+        and int(c.applied.size) == c.commands_h2c - c.h2c_corrupt,
     }
 
 

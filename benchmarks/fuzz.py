@@ -20,6 +20,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -127,83 +128,131 @@ def mutate(rng: random.Random, how: str, frame: bytes, rejects: list[bytes]) -> 
     raise ValueError(how)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser_args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser_args.add_argument("--frames", type=int, default=1_000_000)
-    parser_args.add_argument("--seed", type=int, default=0)
-    parser_args.add_argument("--pool", type=int, default=4096, help="distinct valid frames")
-    parser_args.add_argument("--batch", type=int, default=20_000, help="items per batch")
-    parser_args.add_argument("--max-chunk", type=int, default=2048, help="largest feed()")
-    args = parser_args.parse_args(argv)
+@dataclass
+class _Tally:
+    """What the fuzz run fed and what the parser gave back, over all batches."""
 
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MUTATIONS, 0))
+    """Items made by each mutation."""
+    accepted: int = 0
+    expected: int = 0
+    """Intact frames preceded by a delimiter: each must be accepted."""
+    false_accepts: int = 0
+    total_bytes: int = 0
+    parse_seconds: float = 0.0
+    """Time spent in FrameParser.feed only."""
+    preceded: bool = True
+    """The stream so far ends with a delimiter (or is empty)."""
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pool", type=int, default=4096, help="distinct valid frames")
+    ap.add_argument("--batch", type=int, default=20_000, help="items per batch")
+    ap.add_argument("--max-chunk", type=int, default=2048, help="largest feed()")
+    return ap.parse_args(argv)
+
+
+def _batch_stream(
+    rng: random.Random, size: int, pool: list[bytes], rejects: list[bytes], tally: _Tally
+) -> bytes:
+    """`size` fuzz items, each a mutation of a pool frame, as one byte stream; counts the
+    mutations and the frames that must be accepted."""
+    names, weights = list(MUTATIONS), list(MUTATIONS.values())
+    items = []
+    for how in rng.choices(names, weights, k=size):
+        frame = pool[rng.randrange(len(pool))]
+        item = mutate(rng, how, frame, rejects)
+        tally.counts[how] += 1
+        intact = item == frame or how == "doubled_delimiters"
+        if intact and (tally.preceded or item[0] == 0):
+            tally.expected += 1
+        tally.preceded = item[-1] == 0
+        items.append(item)
+    stream = b"".join(items)
+    tally.total_bytes += len(stream)
+    return stream
+
+
+def _feed(
+    rng: random.Random, parser: FrameParser, stream: bytes, max_chunk: int, tally: _Tally
+) -> list[tuple[int, Message]]:
+    """The stream fed to the parser in random-sized chunks (the feeding alone timed)."""
+    cuts = [0]
+    while cuts[-1] < len(stream):
+        cuts.append(cuts[-1] + rng.randrange(1, max_chunk + 1))
+    chunks = [stream[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    results = []
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        results.extend(parser.feed(chunk))
+    tally.parse_seconds += time.perf_counter() - t0
+    return results
+
+
+def _genuine(seq: int, msg: Message, known: set[bytes]) -> bool:
+    """The accepted message is byte for byte a frame we encoded."""
+    try:
+        return encode(msg, seq) in known
+    except ProtocolError:
+        return False
+
+
+def _report(frames: int, parser: FrameParser, tally: _Tally, started: float) -> dict:
+    stats = parser.stats
+    dropped = {kind.value: stats.dropped(kind) for kind in DropKind}
+    dropped["total"] = stats.dropped_total
+    return {
+        "frames": frames,
+        "bytes": tally.total_bytes,
+        "accepted": tally.accepted,
+        "expected_accepts": tally.expected,
+        "false_accepts": tally.false_accepts,
+        "dropped": dropped,
+        "bytes_discarded": stats.bytes_discarded,
+        "mutations": tally.counts,
+        "seconds": round(tally.parse_seconds, 3),
+        "frames_per_s": round(frames / tally.parse_seconds),
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _failures(parser: FrameParser, tally: _Tally) -> list[str]:
+    """The checks: no false accept, every expected frame accepted, the stats agree."""
+    accepted, false_accepts = tally.accepted, tally.false_accepts
+    failures = []
+    if false_accepts:
+        failures.append(f"{false_accepts} false accepts")
+    if accepted - false_accepts != tally.expected:
+        failures.append(
+            f"accepted {accepted - false_accepts} genuine frames, expected {tally.expected}"
+        )
+    if parser.stats.frames_ok != accepted:
+        failures.append(f"stats.frames_ok {parser.stats.frames_ok} != {accepted} returned")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     rng = random.Random(args.seed)
     pool = [encode(random_message(rng), rng.getrandbits(32)) for _ in range(args.pool)]
     known = set(pool)
     rejects = [frame for _, frame in reject_vectors()]
-    names, weights = list(MUTATIONS), list(MUTATIONS.values())
-
     parser = FrameParser()
-    counts = dict.fromkeys(MUTATIONS, 0)
-    accepted = expected = false_accepts = total_bytes = 0
-    parse_seconds = 0.0
-    preceded = True  # the stream so far ends with a delimiter (or is empty)
+    tally = _Tally()
     started = time.perf_counter()
     done = 0
     while done < args.frames:
         size = min(args.batch, args.frames - done)
-        items = []
-        for how in rng.choices(names, weights, k=size):
-            frame = pool[rng.randrange(len(pool))]
-            item = mutate(rng, how, frame, rejects)
-            counts[how] += 1
-            intact = item == frame or how == "doubled_delimiters"
-            if intact and (preceded or item[0] == 0):
-                expected += 1
-            preceded = item[-1] == 0
-            items.append(item)
-        stream = b"".join(items)
-        total_bytes += len(stream)
-        cuts = [0]
-        while cuts[-1] < len(stream):
-            cuts.append(cuts[-1] + rng.randrange(1, args.max_chunk + 1))
-        chunks = [stream[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
-        results = []
-        t0 = time.perf_counter()
-        for chunk in chunks:
-            results.extend(parser.feed(chunk))
-        parse_seconds += time.perf_counter() - t0
-        for seq, msg in results:
-            try:
-                genuine = encode(msg, seq) in known
-            except ProtocolError:
-                genuine = False
-            false_accepts += not genuine
-        accepted += len(results)
+        stream = _batch_stream(rng, size, pool, rejects, tally)
+        results = _feed(rng, parser, stream, args.max_chunk, tally)
+        tally.false_accepts += sum(not _genuine(seq, msg, known) for seq, msg in results)
+        tally.accepted += len(results)
         done += size
-
-    stats = parser.stats
-    dropped = {kind.value: stats.dropped(kind) for kind in DropKind}
-    dropped["total"] = stats.dropped_total
-    report = {
-        "frames": args.frames,
-        "bytes": total_bytes,
-        "accepted": accepted,
-        "expected_accepts": expected,
-        "false_accepts": false_accepts,
-        "dropped": dropped,
-        "bytes_discarded": stats.bytes_discarded,
-        "mutations": counts,
-        "seconds": round(parse_seconds, 3),
-        "frames_per_s": round(args.frames / parse_seconds),
-        "total_seconds": round(time.perf_counter() - started, 3),
-    }
-    failures = []
-    if false_accepts:
-        failures.append(f"{false_accepts} false accepts")
-    if accepted - false_accepts != expected:
-        failures.append(f"accepted {accepted - false_accepts} genuine frames, expected {expected}")
-    if stats.frames_ok != accepted:
-        failures.append(f"stats.frames_ok {stats.frames_ok} != {accepted} returned")
+    report = _report(args.frames, parser, tally, started)
+    failures = _failures(parser, tally)
     for failure in failures:
         print(f"FAIL: {failure}", file=sys.stderr)
     print(json.dumps(report))

@@ -78,6 +78,10 @@ def linear_policy(spec, path: Path, seed: int = 0) -> Path:
     return path
 
 
+CLOCK_OFFSET_S = 1.2345
+"""The synthetic host clock minus the controller clock."""
+
+
 def synthesize(
     spec, policy_path: Path, seconds: float, path: Path, seed: int = 0
 ) -> tuple[Path, int]:
@@ -94,78 +98,24 @@ def synthesize(
     sub = int(round(1.0 / (spec.control_hz * dt)))
     rng = np.random.default_rng(seed)
     sidx = spec.sensor_index(model)
-    offset = 1.2345  # host clock - controller clock, s
-    meta = {
-        "robot": spec.name,
-        "robot_layout": spec.layout(),
-        "policy_path": str(policy_path.resolve()),
-        "policy_sha256": pol.sha256,
-        "rate_hz": spec.control_hz,
-        "source": "policy",
-        "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "note": "synthesized by benchmarks/replay_speed.py",
-    }
+    meta = _run_meta(spec, policy_path, pol.sha256)
     rlog = RolloutLog(path, meta, queue_size=1 << 20, clock=lambda: 0)  # synthetic clock
     ticks = int(round(seconds * spec.control_hz))
     ctrl = np.zeros(spec.n_actuators)
     pending: list[tuple[int, np.ndarray]] = []
     n = 0
     for k in range(ticks):
-        # physics up to the step whose STATE this tick reads
-        while True:
-            n += 1
-            while pending and pending[0][0] <= n:
-                ctrl = pending.pop(0)[1]
-            data.ctrl[:] = ctrl
-            mujoco.mj_step(model, data)
-            if (n - 1) % sub == 0:
-                break
+        n, ctrl = _step_to_state(model, data, n, sub, pending, ctrl)
         t_ctrl = n * dt
         sens = spec.read_sensors(data.sensordata[None], sidx)[0].copy()
-        t_host = t_ctrl + offset + 2e-4 + abs(rng.normal(0.0, 5e-5))  # received, then the tick
+        # received, then the tick
+        t_host = t_ctrl + CLOCK_OFFSET_S + 2e-4 + abs(rng.normal(0.0, 5e-5))
         obs = spec.observe(sens[None])[0]
         act = np.array(pol.act(obs), dtype=np.float64)
         compute_us = 300.0 + abs(rng.normal(0.0, 30.0))
         pending.append((n + 1, act.copy()))  # arrives before the next physics step
-        t_ns = int(t_host * 1e9)
-        common = {"tick": k, "t_host": t_host - offset}
-        rlog.put(
-            "/state",
-            t_ns,
-            {
-                **common,
-                "seq": k,
-                "t_us": int(round(t_ctrl * 1e6)),
-                "status": 9,
-                "fault": 0,
-                "last_cmd_seq": k - 1 if k else 0xFFFFFFFF,
-                "rx_errors": 0,
-                "sensors": sens.tolist(),
-            },
-        )
-        rlog.put("/observation", t_ns, {**common, "obs": obs.tolist()})
-        rlog.put("/action", t_ns, {**common, "action": act.tolist()})
-        rlog.put(
-            "/command",
-            t_ns,
-            {**common, "seq": k, "state_seq": k, "values": act.tolist(), "limited": False},
-        )
-        rlog.put(
-            "/timing",
-            t_ns,
-            {
-                **common,
-                "deadline": k / spec.control_hz,
-                "period_error_us": float(rng.normal(0, 5)),
-                "state_age_ms": 0.2,
-                "compute_us": compute_us,
-                "obs_us": 20.0,
-                "policy_us": 100.0,
-                "safety_us": 10.0,
-                "send_us": 50.0,
-                "missed": False,
-            },
-        )
+        period_error_us = float(rng.normal(0, 5))
+        _put_tick(rlog, spec, k, t_host, t_ctrl, sens, obs, act, compute_us, period_error_us)
     rlog.close(
         {
             "ticks": ticks,
@@ -175,6 +125,95 @@ def synthesize(
         }
     )
     return path, ticks
+
+
+def _run_meta(spec, policy_path: Path, policy_sha256: str) -> dict:
+    """The log's run record, as deploy writes it (the fields replay reads)."""
+    return {
+        "robot": spec.name,
+        "robot_layout": spec.layout(),
+        "policy_path": str(policy_path.resolve()),
+        "policy_sha256": policy_sha256,
+        "rate_hz": spec.control_hz,
+        "source": "policy",
+        "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "note": "synthesized by benchmarks/replay_speed.py",
+    }
+
+
+def _step_to_state(model, data, n: int, sub: int, pending: list, ctrl: np.ndarray):
+    """Physics up to the step whose STATE this tick reads, applying each pending command
+    at its step: (physics steps so far, the command in force)."""
+    while True:
+        n += 1
+        while pending and pending[0][0] <= n:
+            ctrl = pending.pop(0)[1]
+        data.ctrl[:] = ctrl
+        mujoco.mj_step(model, data)
+        if (n - 1) % sub == 0:
+            return n, ctrl
+
+
+def _put_tick(rlog, spec, k, t_host, t_ctrl, sens, obs, act, compute_us, period_error_us):
+    """One tick's records, as the deploy loop logs them: STATE, observation, action,
+    COMMAND (acknowledged by the next STATE) and timing."""
+    t_ns = int(t_host * 1e9)
+    common = {"tick": k, "t_host": t_host - CLOCK_OFFSET_S}
+    rlog.put(
+        "/state",
+        t_ns,
+        {
+            **common,
+            "seq": k,
+            "t_us": int(round(t_ctrl * 1e6)),
+            "status": 9,
+            "fault": 0,
+            "last_cmd_seq": k - 1 if k else 0xFFFFFFFF,
+            "rx_errors": 0,
+            "sensors": sens.tolist(),
+        },
+    )
+    rlog.put("/observation", t_ns, {**common, "obs": obs.tolist()})
+    rlog.put("/action", t_ns, {**common, "action": act.tolist()})
+    rlog.put(
+        "/command",
+        t_ns,
+        {**common, "seq": k, "state_seq": k, "values": act.tolist(), "limited": False},
+    )
+    rlog.put(
+        "/timing",
+        t_ns,
+        {
+            **common,
+            "deadline": k / spec.control_hz,
+            "period_error_us": period_error_us,
+            "state_age_ms": 0.2,
+            "compute_us": compute_us,
+            "obs_us": 20.0,
+            "policy_us": 100.0,
+            "safety_us": 10.0,
+            "send_us": 50.0,
+            "missed": False,
+        },
+    )
+
+
+def _replay(log_path: Path, out_dir: Path) -> tuple[float, dict]:
+    """`python -m firmware_bridge.replay` on the log, as the user runs it: (wall time in s,
+    its closing JSON line). A failed replay ends the benchmark with its stderr."""
+    t = time.perf_counter()
+    p = subprocess.run(
+        [sys.executable, "-m", "firmware_bridge.replay", f"log={log_path}", f"out_dir={out_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        print(p.stderr, file=sys.stderr)
+        raise SystemExit(f"replay exited {p.returncode}")
+    return wall, json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -196,25 +235,8 @@ def main() -> None:
     synth_s = time.perf_counter() - t
     walls, result = [], {}
     for _ in range(max(1, args.repeats)):
-        t = time.perf_counter()
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "firmware_bridge.replay",
-                f"log={log_path}",
-                f"out_dir={out / 'report'}",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        walls.append(time.perf_counter() - t)
-        if p.returncode != 0:
-            print(p.stderr, file=sys.stderr)
-            raise SystemExit(f"replay exited {p.returncode}")
-        result = json.loads(p.stdout.strip().splitlines()[-1])
+        w, result = _replay(log_path, out / "report")
+        walls.append(w)
     wall = float(np.median(walls))
     summary = {
         "log_s": args.seconds,

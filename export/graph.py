@@ -37,6 +37,8 @@ def build_graph(
     metadata: dict[str, str],
     precision: str = "float64",
 ) -> onnx.ModelProto:
+    """The actor as one ONNX model: normalizer, MLP, command mapping and clip, with
+    `metadata` as its metadata_props (see the module docstring for the graph)."""
     norm = actor.normalizer
     mean = norm.mean.double().numpy()
     std = np.sqrt(norm.var.double().numpy() + norm.eps)
@@ -46,32 +48,68 @@ def build_graph(
         raise ValueError(f"precision must be float64 or float32, got {precision!r}")
     np_dtype = np.float64 if precision == "float64" else np.float32
     onnx_dtype = TensorProto.DOUBLE if precision == "float64" else TensorProto.FLOAT
-    inits: list[onnx.TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
+    inits = _Initializers(np_dtype)
+    nodes = _normalizer_nodes(inits, mean, std, norm.clip, onnx_dtype)
+    mlp, x = _mlp_nodes(inits, list(actor.net), "x0")
+    nodes += mlp
+    nodes += _command_nodes(inits, x, offset, scale, low, high)
+    graph = helper.make_graph(
+        nodes,
+        "ppo_robot_actor",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", obs_dim])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", act_dim])],
+        initializer=inits.tensors,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="ppo-robot",
+        ir_version=8,
+    )
+    for k, v in metadata.items():
+        model.metadata_props.add(key=k, value=v)
+    return model
 
-    def const(name: str, value) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value, dtype=np_dtype), name))
+
+class _Initializers:
+    """The graph's constants, in the order they are added, all in the graph's dtype."""
+
+    def __init__(self, np_dtype) -> None:
+        self.np_dtype = np_dtype
+        self.tensors: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value) -> str:
+        """Add `value` as the initializer `name`; its name, for a node's input."""
+        self.tensors.append(numpy_helper.from_array(np.asarray(value, dtype=self.np_dtype), name))
         return name
 
-    const("norm_mean", mean)
-    const("norm_std", std)
-    const("obs_clip_lo", -norm.clip)
-    const("obs_clip_hi", norm.clip)
-    nodes += [
+
+def _normalizer_nodes(
+    inits: _Initializers, mean: np.ndarray, std: np.ndarray, clip: float, onnx_dtype: int
+) -> list[onnx.NodeProto]:
+    """obs (float32) -> the graph's dtype -> (obs - mean) / std, clipped to +-clip: `x0`."""
+    inits.const("norm_mean", mean)
+    inits.const("norm_std", std)
+    inits.const("obs_clip_lo", -clip)
+    inits.const("obs_clip_hi", clip)
+    return [
         helper.make_node("Cast", [INPUT], ["obs_in"], to=onnx_dtype),
         helper.make_node("Sub", ["obs_in", "norm_mean"], ["centered"]),
         helper.make_node("Div", ["centered", "norm_std"], ["scaled"]),
         helper.make_node("Clip", ["scaled", "obs_clip_lo", "obs_clip_hi"], ["x0"]),
     ]
-    x = "x0"
+
+
+def _mlp_nodes(inits: _Initializers, modules: list, x: str) -> tuple[list[onnx.NodeProto], str]:
+    """The actor's MLP (Linear and its activations) from input `x`: (nodes, output name)."""
+    nodes: list[onnx.NodeProto] = []
     layer = 0
-    modules = list(actor.net)
     for i, m in enumerate(modules):
         name = type(m).__name__
         out = f"h{i}"
         if name == "Linear":
-            w = const(f"W{layer}", m.weight.detach().double().numpy().T)
-            b = const(f"b{layer}", m.bias.detach().double().numpy())
+            w = inits.const(f"W{layer}", m.weight.detach().double().numpy().T)
+            b = inits.const(f"b{layer}", m.bias.detach().double().numpy())
             nodes.append(helper.make_node("Gemm", [x, w, b], [out]))
             layer += 1
         elif name == "Tanh":
@@ -88,13 +126,26 @@ def build_graph(
         else:  # pragma: no cover - networks.mlp builds only the above
             raise ValueError(f"cannot export layer {name}")
         x = out
-    const("one_lo", -1.0)
-    const("one_hi", 1.0)
-    const("act_scale", scale)
-    const("act_offset", offset)
-    const("cmd_low", low)
-    const("cmd_high", high)
-    nodes += [
+    return nodes, x
+
+
+def _command_nodes(
+    inits: _Initializers,
+    x: str,
+    offset: np.ndarray,
+    scale: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> list[onnx.NodeProto]:
+    """Mean action `x` -> clip [-1, 1] -> offset + scale * a -> clip [low, high] -> the
+    float32 output."""
+    inits.const("one_lo", -1.0)
+    inits.const("one_hi", 1.0)
+    inits.const("act_scale", scale)
+    inits.const("act_offset", offset)
+    inits.const("cmd_low", low)
+    inits.const("cmd_high", high)
+    return [
         helper.make_node("Clip", [x, "one_lo", "one_hi"], ["mean_clipped"]),
         helper.make_node("Mul", ["mean_clipped", "act_scale"], ["cmd_scaled"]),
         helper.make_node("Add", ["cmd_scaled", "act_offset"], ["cmd_raw"]),
@@ -103,19 +154,3 @@ def build_graph(
         helper.make_node("Max", ["cmd_upper", "cmd_low"], ["action_out"]),
         helper.make_node("Cast", ["action_out"], [OUTPUT], to=TensorProto.FLOAT),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "ppo_robot_actor",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", obs_dim])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", act_dim])],
-        initializer=inits,
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="ppo-robot",
-        ir_version=8,
-    )
-    for k, v in metadata.items():
-        model.metadata_props.add(key=k, value=v)
-    return model

@@ -76,8 +76,12 @@ def _no_zero_command() -> tuple[int, Command]:
 
 
 def ok_vectors() -> list[tuple[str, int, Message]]:
-    """(name, seq, message) of every `ok` row."""
-    cmd_seq, no_zero_command = _no_zero_command()
+    """(name, seq, message) of every `ok` row, in the file's order."""
+    return _hello_info_vectors() + _state_vectors() + _command_vectors() + _control_vectors()
+
+
+def _hello_info_vectors() -> list[tuple[str, int, Message]]:
+    """HELLO (rates and the stop) and INFO (the Furuta's, and every field at its edge)."""
     return [
         ("hello_500hz", 0, Hello(500)),
         ("hello_0_stop", 0xFFFFFFFF, Hello(0)),
@@ -102,6 +106,12 @@ def ok_vectors() -> list[tuple[str, int, Message]]:
             7,
             Info(1, (0, 0, 0), 0, 56, 60, 1, 65535, 0, "abcdefghijklmnopqrstuvwxyz-01234"),
         ),
+    ]
+
+
+def _state_vectors() -> list[tuple[str, int, Message]]:
+    """STATE: a typical one, every field at its largest, before any COMMAND, 56 sensors."""
+    return [
         (
             "state_4_sensors",
             42,
@@ -143,11 +153,26 @@ def ok_vectors() -> list[tuple[str, int, Message]]:
                 np.linspace(-1.0, 1.0, 56, dtype=np.float32),
             ),
         ),
+    ]
+
+
+def _command_vectors() -> list[tuple[str, int, Message]]:
+    """COMMAND: 1 and 3 values, non-finite values (valid frames: the parser keeps them, the
+    controller faults BAD_COMMAND on the value), 60 values that fill one COBS block exactly."""
+    cmd_seq, no_zero_command = _no_zero_command()
+    return [
         ("command_1", 43, Command(42, [0.75])),
         ("command_3", 1_000_000, Command(7, [-1.0, 0.0, 2.5])),
         ("command_1_nan_value_valid_frame", 44, Command(43, [float("nan")])),
         ("command_1_inf_value_valid_frame", 45, Command(44, [float("-inf")])),
         ("command_60_cobs_block_254", cmd_seq, no_zero_command),
+    ]
+
+
+def _control_vectors() -> list[tuple[str, int, Message]]:
+    """ENABLE, DISABLE, their ACKs (accepted and refused) and FAULT (with and without text,
+    the longest text)."""
+    return [
         ("enable", 1, Enable()),
         ("disable", 0xFFFFFFFF, Disable()),
         ("ack_enable_ok", 2, Ack(1, MsgType.ENABLE, FaultCode.NONE)),
