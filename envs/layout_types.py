@@ -29,6 +29,24 @@ class Sensor:
     """MuJoCo sensor that simulates it; None = `name`."""
     component: int | None = None
     """Index into a vector sensor's values (a gyro's 0..2); None = a scalar sensor."""
+    bus_id: int | None = None
+    """On a servo-bus robot: the id of the servo that reports it."""
+    register: str | None = None
+    """On a servo-bus robot: which of the servo's present values it is (one of
+    BUS_REGISTERS); physical value = counts (from the calibrated middle, for a
+    position) x `resolution`."""
+
+    def __post_init__(self) -> None:
+        if (self.bus_id is None) != (self.register is None):
+            raise SpecError(f"sensor '{self.name}': bus_id and register go together")
+        if self.register is not None and self.register not in BUS_REGISTERS:
+            raise SpecError(
+                f"sensor '{self.name}': register '{self.register}' is not one of {BUS_REGISTERS}"
+            )
+        if self.register is not None and self.resolution <= 0:
+            raise SpecError(
+                f"sensor '{self.name}': a bus reading needs its resolution (unit per count)"
+            )
 
     @property
     def mujoco_name(self) -> str:
@@ -84,12 +102,15 @@ class Actuator:
 
 
 SAFE_MODES = ("value", "hold", "off")
+BUS_REGISTERS = ("position", "speed", "load")
+"""What a position servo on a bus reports (its present position, speed and load)."""
 _LAYOUT_DEFAULTS = {
     "source": None,
     "component": None,
     "safe_mode": "value",
     "position_sensor": None,
     "bus_id": None,
+    "register": None,
 }
 """Fields left out of `layout()` at these values, so older layouts keep their hash."""
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware_bridge.host.safety import SafetyFault, SafetyLayer
+from firmware_bridge.host.transport import FramedTransport, Transport
 from firmware_bridge.wire.link import LinkError
 from firmware_bridge.wire.protocol import (
     RESET_AFTER_OLD_STATES,
-    CommandEncoder,
     Fault,
     FaultCode,
     Info,
@@ -137,7 +137,10 @@ class ControlLoop:
     ) -> None:
         """`goal`: the run's goal (goal_dim,) for a goal-directed task (a reach target);
         the observation also reads the last command sent (`safety.last`)."""
-        self.link, self.spec, self.source, self.safety, self.rlog = link, spec, source, safety, rlog
+        self.link: Transport = (
+            link if isinstance(link, Transport) else FramedTransport(link, spec.n_actuators)
+        )
+        self.spec, self.source, self.safety, self.rlog = spec, source, safety, rlog
         self.period_ns = int(round(1e9 / rate_hz))
         self.n_ticks = int(round(duration_s * rate_hz))
         self.stale_ns = int(stale_state_ms * 1e6)
@@ -147,7 +150,6 @@ class ControlLoop:
         self.boot_id = boot_id
         self.status = status
         self.status_every_ns = int(status_every_s * 1e9)
-        self.encoder = CommandEncoder(spec.n_actuators)
         self.stop_requested: str | None = None
         self.prime = prime
         self.goal = None if goal is None else np.asarray(goal, np.float64).reshape(1, -1)
@@ -211,7 +213,7 @@ class ControlLoop:
             self.spec.observe(state.sensors[None], self.goal, self.safety.last[None])
             warm = self.source(r.obs, state.sensors, r.tick)
             self.safety.filter(warm, (deadline - r.t_start) / 1e9, commit=False)
-            self.encoder.encode(0, r.state_seq, self.safety.last)
+            self.link.prime(r.state_seq, self.safety.last)
         while self.clock() < deadline:
             pass
         t0 = self.clock()
@@ -279,8 +281,7 @@ class ControlLoop:
         t3 = self.clock()
         cmd, limited = self.safety.filter(action, (t0 - r.t_start) / 1e9)
         t4 = self.clock()
-        seq_out = self.link.next_seq()
-        self.link.send(self.encoder.encode(seq_out, r.state_seq, cmd))
+        seq_out = self.link.send_command(r.state_seq, cmd)
         t5 = self.clock()
         r.compute[tick] = (t5 - t0) / 1e3
         if r.offset_ns is not None:
@@ -341,7 +342,7 @@ class ControlLoop:
                 "ticks": r.tick,
                 "missed": r.res.missed_deadlines,
                 "jitter_p99_us": float(np.percentile(np.abs(r.period_err[: r.tick]), 99)),
-                "dropped": self.link.parser_stats.dropped_total,
+                "dropped": self.link.dropped,
             }
         )
 
