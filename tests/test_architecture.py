@@ -39,6 +39,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "firmware_bridge.replay",
         "firmware_bridge.sim_robot",
         "firmware_bridge.faultproxy",
+        "firmware_bridge.calibrate",
     ),
 }
 
@@ -260,6 +261,7 @@ def test_every_entry_schema_is_registered_by_its_entry_point():
         "replay": "firmware_bridge/analysis/replay.py",
         "faultproxy": "firmware_bridge/tools/faultproxy.py",
         "sim_robot": "firmware_bridge/sim/robot.py",
+        "calibrate": "firmware_bridge/host/calibrate.py",
     }
     for name, path in entry.items():
         text = (ROOT / "configs" / f"{name}.yaml").read_text()

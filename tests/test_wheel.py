@@ -35,6 +35,7 @@ HELP = {
     "firmware_bridge.sim_robot": "port_link:",
     "firmware_bridge.replay": "out_dir:",
     "firmware_bridge.faultproxy": "upstream:",
+    "firmware_bridge.calibrate": "timeout_s:",
     "firmware_bridge.firmware.make_vectors": "--check",
 }
 """The entry points known today -> a word `--help` must print (a key of its config, a flag)."""

@@ -288,13 +288,20 @@ class ServoMap:
         self.load_full_scale = float(load_full_scale)
         self._scratch = np.empty(n)
 
-    def _float_out(self, x: Any, out: np.ndarray | None) -> np.ndarray:
-        return np.empty(np.shape(x), np.float64) if out is None else out
+    @staticmethod
+    def _float_out(x: Any, out: np.ndarray | None) -> np.ndarray:
+        """x copied into out (a new float64 array when out is None), to be scaled in place:
+        a ufunc fed integer counts with a float out casts them through a temporary buffer
+        on every call, a copy into out casts without one."""
+        if out is None:
+            return np.array(x, np.float64)
+        np.copyto(out, x)
+        return out
 
     def to_rad(self, counts: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Present (or goal) position counts -> joint angle (rad)."""
         out = self._float_out(counts, out)
-        np.subtract(counts, self.mid, out=out)
+        np.subtract(out, self.mid, out=out)
         np.multiply(out, self.rad_per_count, out=out)
         return np.add(out, self.center, out=out)
 
@@ -316,7 +323,8 @@ class ServoMap:
         """Joint angle (rad) -> goal position counts, rounded and clamped to the calibrated
         range (an integer array unless `out` says otherwise)."""
         s = self._counts(rad)
-        return _into(np.clip(s, self.range_min, self.range_max, out=s), out)
+        np.maximum(s, self.range_min, out=s)  # the ufuncs, not np.clip: no wrapper objects
+        return _into(np.minimum(s, self.range_max, out=s), out)
 
     def to_present(self, rad: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Joint angle (rad) -> the present position a homed servo reports (rounded, one
@@ -326,7 +334,8 @@ class ServoMap:
 
     def speed_to_rad_s(self, speed: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Present speed (counts/s) -> joint speed (rad/s)."""
-        return np.multiply(speed, self.rad_per_count, out=self._float_out(speed, out))
+        out = self._float_out(speed, out)
+        return np.multiply(out, self.rad_per_count, out=out)
 
     def rad_s_to_speed(self, rad_s: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Joint speed (rad/s) -> present speed (counts/s, rounded)."""
@@ -335,7 +344,8 @@ class ServoMap:
 
     def load_to_torque(self, load: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Present load (0.1 % of full drive) -> torque (N m): exact at standstill."""
-        return np.multiply(load, self.nm_per_load, out=self._float_out(load, out))
+        out = self._float_out(load, out)
+        return np.multiply(out, self.nm_per_load, out=out)
 
     def torque_to_load(self, torque: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Torque (N m) -> present load (rounded, within +-load_full_scale)."""
