@@ -148,13 +148,17 @@ def _playback_robot(cfg) -> str | None:
 
 
 def _make_source(cfg, spec, policy):
-    """The command source: the ONNX policy (other sources: firmware_bridge/host/sources.py)."""
+    """The command source: the ONNX policy (other sources: firmware_bridge/host/sources.py);
+    its record says the run's goal, where the task has one."""
+    from firmware_bridge.host.sources import make_source, task_goal
+
+    goal = task_goal(cfg, spec)
     if cfg.source == "policy":
         act = policy.act
-        return (lambda obs, sensors, tick: act(obs)), {"source": "policy"}
-    from firmware_bridge.host.sources import make_source
-
-    return make_source(cfg, spec)
+        source, meta = (lambda obs, sensors, tick: act(obs)), {"source": "policy"}
+    else:
+        source, meta = make_source(cfg, spec)
+    return source, ({**meta, "goal": goal.tolist()} if goal is not None else meta)
 
 
 def _run(cfg, spec, policy, source, source_meta, link, sess, sc, rate_hz) -> dict[str, Any]:
@@ -218,6 +222,7 @@ def _run_metadata(cfg, spec, policy, sess, rate_hz, source_meta) -> dict[str, An
 def _make_loop(cfg, spec, link, source, safety, rlog, rate_hz, sc, sess):
     """The control loop on the log's clock, with a status line on stderr if asked."""
     from firmware_bridge.host.loop import ControlLoop
+    from firmware_bridge.host.sources import task_goal
 
     def status(s: dict) -> None:
         if cfg.status:
@@ -244,6 +249,7 @@ def _make_loop(cfg, spec, link, source, safety, rlog, rate_hz, sc, sess):
         boot_id=sess.info.boot_id,
         status=status,
         prime=bool(cfg.prime),
+        goal=task_goal(cfg, spec),
     )
 
 
@@ -361,7 +367,9 @@ def _summary(spec, link, rlog, out, disabled, source_meta, rate_hz) -> dict[str,
     res, stats = out.res, link.parser_stats
     success = None
     if res.ticks >= spec.episode_steps * rate_hz / spec.control_hz and rate_hz == spec.control_hz:
-        success = bool(spec.success(res.sensors[None, : spec.episode_steps])[0])
+        goal = source_meta.get("goal")
+        goal = None if goal is None else np.asarray(goal)[None]
+        success = bool(spec.success(res.sensors[None, : spec.episode_steps], goal)[0])
     return {
         "ticks": res.ticks,
         "rate_hz": rate_hz,

@@ -61,3 +61,8 @@ class DeployConfig:
     """Playback source: the log whose commands are replayed."""
     excitation: Any = None
     """Excitation source settings (configs/excitation/)."""
+    goal: Any = None
+    """The task's goal for a goal-directed task (the SO-101 reach target [x, y, z], m);
+    null = drawn from the task's own goal distribution with `goal_seed`."""
+    goal_seed: int = 0
+    """Seed of the drawn goal (goal=null)."""

@@ -239,3 +239,25 @@ def _playback_table(cfg: Any, spec, rate: float) -> tuple[np.ndarray, dict[str, 
     table = values[idx]
     _check_limits(spec, table, f"playback log {Path(cfg.log).name}")
     return table, {"source": "playback", "playback_log": str(Path(cfg.log).resolve())}
+
+
+def task_goal(cfg: Any, spec) -> np.ndarray | None:
+    """The run's goal for a goal-directed task (None for a task without one): `goal=` as
+    given, or drawn from the task with `goal_seed` (the same draw every call)."""
+    if not spec.goal_dim:
+        if cfg.get("goal") is not None:
+            raise UserError(f"goal=: task '{spec.task_name}' of robot '{spec.name}' takes no goal")
+        return None
+    if cfg.get("goal") is None:
+        rng = np.random.default_rng(int(cfg.get("goal_seed") or 0))
+        return spec.sample_goal(spec.load_model(), rng, 1)[0]
+    try:
+        goal = np.asarray(list(cfg.goal), dtype=np.float64)
+    except (TypeError, ValueError):
+        goal = np.zeros(0)
+    if goal.shape != (spec.goal_dim,) or not np.all(np.isfinite(goal)):
+        raise UserError(
+            f"goal={cfg.goal}: task '{spec.task_name}' of robot '{spec.name}' takes "
+            f"{spec.goal_dim} numbers ({', '.join(spec.goal_names)})"
+        )
+    return goal
