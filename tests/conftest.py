@@ -1,4 +1,5 @@
-"""Shared fixtures: a policy trained by the real CLI, real pseudo-terminals, real processes."""
+"""Shared fixtures: a policy trained by the real CLI, real pseudo-terminals, real processes,
+and the reliability tests' 100 Hz policy and rows of docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from benchmarks._util import rate_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -188,3 +191,25 @@ def sim_robot():
     yield start
     for s in started:
         s.stop()
+
+
+RATE_HZ = 100
+"""The control rate of `policy`, the reliability tests' policy."""
+
+
+@pytest.fixture(scope="session")
+def policy(tmp_path_factory) -> str:
+    """A real Furuta policy at RATE_HZ (benchmarks._util.rate_policy), for the reliability
+    tests (tests/test_reliability_*.py); test_wheel.py has a `policy` of its own."""
+    return str(rate_policy(tmp_path_factory.mktemp("p100"), RATE_HZ))
+
+
+@pytest.fixture
+def row(record_property, request):
+    """The test's row of docs/reliability.md: fill in section, what, how, happened, safe,
+    lost; written (as a JUnit property) when the test ends, passed or not."""
+    r: dict = {}
+    yield r
+    if r:
+        r.setdefault("test", request.node.nodeid)
+        record_property("reliability_row", json.dumps(r))
