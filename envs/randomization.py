@@ -180,51 +180,10 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
     extra = set(cfg) - _TOP_KEYS
     if extra:
         raise RandomizationError(f"{where}: unknown key '{sorted(extra)[0]}'")
-    fields = []
+    fields: list[FieldRange] = []
     for key, p in (cfg.get("params") or {}).items():
-        w = f"{where}.params.{key}"
-        if p is None:  # removed by an override (randomization.params.X=null)
-            continue
-        if not isinstance(p, dict):
-            raise RandomizationError(f"{w}: expected a mapping")
-        extra = set(p) - {
-            "field",
-            "targets",
-            "op",
-            "index",
-            "dist",
-            "low",
-            "high",
-            "mean",
-            "std",
-            "value",
-            "source",
-            "same_as",
-        }
-        if extra:
-            raise RandomizationError(f"{w}: unknown key '{sorted(extra)[0]}'")
-        if "field" not in p:
-            raise RandomizationError(f"{w}: missing 'field'")
-        op = p.get("op", "scale")
-        if op not in OPS:
-            raise RandomizationError(f"{w}.op: unknown operation '{op}' (one of {OPS})")
-        targets = p.get("targets", ["*"])
-        targets = (targets,) if isinstance(targets, str) else tuple(str(t) for t in targets)
-        index = p.get("index")
-        index = None if index is None else tuple(int(i) for i in np.atleast_1d(index))
-        dist_keys = {k: p[k] for k in ("dist", "low", "high", "mean", "std", "value") if k in p}
-        same_as = p.get("same_as")
-        if same_as is not None:
-            if str(same_as) not in {f.key for f in fields}:
-                raise RandomizationError(f"{w}.same_as: no earlier param '{same_as}'")
-            if dist_keys:
-                raise RandomizationError(
-                    f"{w}: same_as reuses '{same_as}''s draw, drop '{sorted(dist_keys)[0]}'"
-                )
-            dist, same_as = Dist(), str(same_as)
-        else:
-            dist = parse_dist(w, dist_keys)
-        fields.append(FieldRange(key, str(p["field"]), targets, op, dist, index, same_as))
+        if p is not None:  # None: removed by an override (randomization.params.X=null)
+            fields.append(_param(str(key), p, f"{where}.params.{key}", fields))
     push = cfg.get("push") or {}
     extra = set(push) - {"prob", "force", "body"}
     if extra:
@@ -260,6 +219,52 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
         push_force=_nonneg("push.force", push.get("force", 0.0)),
         push_body=str(push.get("body", "")),
     )
+
+
+_PARAM_KEYS = {
+    "field",
+    "targets",
+    "op",
+    "index",
+    "dist",
+    "low",
+    "high",
+    "mean",
+    "std",
+    "value",
+    "source",
+    "same_as",
+}
+
+
+def _param(key: str, p: Any, w: str, earlier: list[FieldRange]) -> FieldRange:
+    """One entry of `params` (`w`: where it is, for messages); `earlier`: those before it
+    (a `same_as` names one of them)."""
+    if not isinstance(p, dict):
+        raise RandomizationError(f"{w}: expected a mapping")
+    extra = set(p) - _PARAM_KEYS
+    if extra:
+        raise RandomizationError(f"{w}: unknown key '{sorted(extra)[0]}'")
+    if "field" not in p:
+        raise RandomizationError(f"{w}: missing 'field'")
+    op = p.get("op", "scale")
+    if op not in OPS:
+        raise RandomizationError(f"{w}.op: unknown operation '{op}' (one of {OPS})")
+    targets = p.get("targets", ["*"])
+    targets = (targets,) if isinstance(targets, str) else tuple(str(t) for t in targets)
+    index = p.get("index")
+    index = None if index is None else tuple(int(i) for i in np.atleast_1d(index))
+    dist_keys = {k: p[k] for k in ("dist", "low", "high", "mean", "std", "value") if k in p}
+    same_as = p.get("same_as")
+    if same_as is None:
+        return FieldRange(key, str(p["field"]), targets, op, parse_dist(w, dist_keys), index)
+    if str(same_as) not in {f.key for f in earlier}:
+        raise RandomizationError(f"{w}.same_as: no earlier param '{same_as}'")
+    if dist_keys:
+        raise RandomizationError(
+            f"{w}: same_as reuses '{same_as}''s draw, drop '{sorted(dist_keys)[0]}'"
+        )
+    return FieldRange(key, str(p["field"]), targets, op, Dist(), index, str(same_as))
 
 
 def load(path: str | Path, robot: str | None = None) -> Randomization:
