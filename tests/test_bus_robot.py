@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from envs.robots.so101.layout import COUNT, JOINTS, NO_LOAD_SPEED, SERVO_IDS, STALL_TORQUE
+from envs.robots.so101.layout import COUNT, JOINTS, NO_LOAD_SPEED, SERVO_IDS, STALL_TORQUE, home
 from firmware_bridge.sim.bus_robot import SUPPLY_VOLTAGE, TEMPERATURE
 from firmware_bridge.wire.feetech import FeetechBus
 from firmware_bridge.wire.feetech_table import MODEL_STS3215, ErrorBit, Reg, decode_value
@@ -28,7 +28,11 @@ from tests.conftest import run_cli
 IDS = [SERVO_IDS[j] for j in JOINTS]
 PAN, LIFT, ELBOW, WRIST = (SERVO_IDS[j] for j in JOINTS[:4])
 HOME = 2048
-"""Every joint at 0 rad: the emulated arm's factory calibration (homing offset 0)."""
+"""The middle of each joint's range (its actuator's centre): the emulated arm's factory
+calibration (homing offset 0), the map the host uses too."""
+AT_ZERO = {j: HOME - round(c / COUNT) for j, c in home().items()}
+"""What each servo reads with its joint at 0 rad (sim_robot's start pose): 2048 but for
+wrist_roll and the gripper, whose range is not centred on 0."""
 TIMEOUT_S = 15.0
 
 
@@ -65,9 +69,10 @@ def _power_on(bus: FeetechBus) -> None:
     assert [bus.read_register(i, Reg.TORQUE_ENABLE) for i in IDS] == [0] * 6
     assert bus.read_register(LIFT, Reg.PRESENT_VOLTAGE) == SUPPLY_VOLTAGE
     assert bus.read_register(LIFT, Reg.PRESENT_TEMPERATURE) == TEMPERATURE
-    # at home, the joints gravity does not turn stay at 2048 ...
+    # at 0 rad, the joints gravity does not turn stay where they started ...
+    assert AT_ZERO["wrist_roll"] == HOME - 32 and AT_ZERO["gripper"] == HOME - 512
     for j in ("shoulder_pan", "wrist_roll", "gripper"):
-        assert abs(_position(bus, SERVO_IDS[j]) - HOME) <= 2, j
+        assert abs(_position(bus, SERVO_IDS[j]) - AT_ZERO[j]) <= 2, j
     # ... and the limp shoulder sinks under the forearm's weight (no torque, no load)
     _wait(lambda: _position(bus, LIFT), lambda p: abs(p - HOME) > 100, "limp shoulder_lift")
     assert bus.read_register(LIFT, Reg.PRESENT_LOAD) == 0
@@ -205,6 +210,7 @@ def test_bad_bus_key_is_one_line_and_exit_2():
         (["error_ids={7:overload}"], "error_ids: 7 is not a servo of robot=so101"),
         (["absent_ids=[3]", "error_ids={3:overload}"], "error_ids: servo 3 is also in absent_ids"),
         (["bus_baud=12345"], "bus_baud: 12345 is not an STS baud rate"),
+        (["error_after_s=1"], "error_after_s=1.0: needs error_ids (the bits that appear)"),
     ],
 )
 def test_bad_bus_keys_are_named(overrides, message):

@@ -23,7 +23,7 @@ import yaml
 from envs.batched import BatchedEnv
 from envs.gym_env import gym_id
 from envs.randomization import Binder, load, parse
-from envs.robots import get_entry, get_robot, robots, settings, transport
+from envs.robots import get_entry, get_robot, robots, transport
 from envs.task import RobotTask, physics_substeps
 from export.onnx import parity_observations
 from export.runtime import OnnxPolicy, PolicyMismatch
@@ -175,20 +175,6 @@ def _start_sim_robot(robot: str, link, env: dict | None = None) -> subprocess.Po
     return proc
 
 
-def _check_bus_sim_robot(robot: str, spec, link, env: dict) -> None:
-    """sim_robot for a servo-bus robot: every actuator's servo answers its ping."""
-    from firmware_bridge.wire.feetech import FeetechBus
-
-    sim = _start_sim_robot(robot, link, env)
-    try:
-        baud = settings(robot).get("baud", 1_000_000)
-        with FeetechBus(str(link), baud, timeout_s=0.5) as bus:
-            assert all(bus.ping(a.bus_id) > 0 for a in spec.actuators)
-    finally:
-        sim.terminate()
-        sim.communicate(timeout=10)
-
-
 @pytest.mark.slow
 def test_train_export_deploy_replay(case, tmp_path):
     robot, task, spec = case
@@ -216,11 +202,8 @@ def test_train_export_deploy_replay(case, tmp_path):
         ref = spec.action_to_command(actor(torch.from_numpy(obs)).double().numpy())
     assert np.max(np.abs(pol.act_batch(obs) - ref)) <= 1e-5
 
-    if transport(robot) != "framed":  # the servos themselves answer on the port
-        _check_bus_sim_robot(robot, spec, tmp_path / "port", env)
-        pytest.skip(f"deploy and replay over a {transport(robot)} bus: not in the host yet")
-
-    # sim_robot handshake, 1 s of deploy, and a replay of that log
+    # sim_robot (the controller, or the servos on their bus), 1 s of deploy, a replay
+    bus = transport(robot) != "framed"
     sim = _start_sim_robot(robot, tmp_path / "port", env)
     try:
         p = run_cli(
@@ -230,21 +213,27 @@ def test_train_export_deploy_replay(case, tmp_path):
             f"log_dir={tmp_path / 'logs'}",
             "duration_s=1",
             "status=false",
+            *(["calibration=factory", "bus.hold_s=0.1", "bus.read_timeout_ms=200"] if bus else []),
             timeout=60,
             env=env,
         )
         s = last_json(p.stdout)
     finally:
         sim.terminate()
-        sim.communicate(timeout=10)
+        sim_out, _ = sim.communicate(timeout=10)
     # an untrained policy may drive the robot out of its envelope: the controller's LIMIT
-    # ends the run by fault (exit 3), with the log closed; anything else is a failure
+    # (on a bus, the host's own envelope check) ends the run by fault (exit 3), with the
+    # log closed; anything else is a failure
     if p.returncode == 3:
-        assert "controller fault LIMIT" in p.stderr, p.stderr
+        limit = "sensor_envelope" if bus else "controller fault LIMIT"
+        assert limit in p.stderr, p.stderr
         assert 0 < s["ticks"] <= int(round(spec.control_hz))
     else:
         assert p.returncode == 0, p.stderr
         assert s["ticks"] == int(round(spec.control_hz))
+    if bus:  # the servos were left with torque off, confirmed on both sides
+        assert s["torque_off_confirmed"] is True and s["bus_errors"] == 0
+        assert last_json(sim_out)["torque_on_at_exit"] == []
     r = last_json(
         run_cli(
             "firmware_bridge.replay",

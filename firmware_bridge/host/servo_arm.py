@@ -28,7 +28,7 @@ import numpy as np
 
 from firmware_bridge.wire.feetech import DEFAULT_BAUD, FeetechBus
 from firmware_bridge.wire.feetech_table import ErrorBit, Reg
-from firmware_bridge.wire.servo_bus import BusError
+from firmware_bridge.wire.servo_bus import BusError, ServoBus
 from firmware_bridge.wire.servo_calibration import (
     COUNTS_PER_TURN,
     HALF_TURN,
@@ -111,21 +111,30 @@ def servo_arm(name: str) -> ServoArm:
 # ------------------------------------------------------------------------------ steps
 
 
-def ping_all(bus: FeetechBus, arm: ServoArm) -> dict[int, int]:
-    """Every servo's model number; UserError naming the ids that do not answer, and
-    RunFault for a servo whose encoder reports a fault."""
+def ping_each(bus: ServoBus, arm: ServoArm) -> tuple[dict[int, int], dict[int, BusError]]:
+    """Ping every servo (up to PING_TRIES each): the model numbers of those that answered,
+    and the last error of each that did not."""
     models: dict[int, int] = {}
-    missing = []
-    for joint, sid in zip(arm.joints, arm.id_list, strict=True):
+    failed: dict[int, BusError] = {}
+    for sid in arm.id_list:
         for _ in range(PING_TRIES):
             try:
                 models[sid] = bus.ping(sid)
+                failed.pop(sid, None)
                 break
-            except BusError:
-                continue
-        else:
-            missing.append(f"{sid} ({joint})")
-    if missing:
+            except BusError as e:
+                failed[sid] = e
+    return models, failed
+
+
+def ping_all(bus: FeetechBus, arm: ServoArm) -> dict[int, int]:
+    """Every servo's model number; UserError naming the ids that do not answer, and
+    RunFault for a servo whose encoder reports a fault."""
+    models, failed = ping_each(bus, arm)
+    if failed:
+        missing = [
+            f"{sid} ({j})" for j, sid in zip(arm.joints, arm.id_list, strict=True) if sid in failed
+        ]
         raise UserError(
             f"servo id {', '.join(missing)} does not answer on {bus.port} at {bus.baud} baud "
             "(is the arm powered, are its ids set, is this its port?)"

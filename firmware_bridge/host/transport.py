@@ -24,7 +24,9 @@ class Transport(ABC):
 
     @abstractmethod
     def poll(self) -> Iterable[tuple[int, Message]]:
-        """What arrived since the last call: (seq, message) pairs (STATE, FAULT, INFO)."""
+        """What arrived since the last call: (seq, message) pairs (STATE, FAULT, INFO). A
+        transport that itself sees the robot fault (a servo's error bit) raises the
+        `host.safety.SafetyFault` that ends the run."""
 
     @abstractmethod
     def send_command(self, state_seq: int, command: np.ndarray) -> int:

@@ -17,12 +17,16 @@ servo's memory to its actuator once per physics step:
 - present position, speed and load are the plant's readings (the spec's sensor model:
   noise, bias, quantization) in the servo's units, with the supply voltage and temperature.
 
-Counts <-> radians is `wire.servo_calibration`: the emulated arm has the factory
-calibration (`factory_map`: homing offset 0, 2048 = 0 rad, the model's zero). A host that
+Counts <-> radians is `wire.servo_calibration.servo_map_for`, the host's own map: the
+emulated arm has the factory calibration (`factory_map`: homing offset 0, 2048 = each
+actuator's centre, the middle of its range). Which reading is which servo's position, speed
+or load is the layout's declaration (`Sensor.bus_id`, `Sensor.register`). A host that
 writes a homing offset sees the present position move as on a real servo.
 
-Rehearsal faults: `absent_ids` (never answer), `error_ids` (an error bit in every status),
-`bus_baud` (servos at another rate: nothing the host sends parses).
+Rehearsal faults: `absent_ids` (never answer), `error_ids` (an error bit in every status,
+from the start or, with `error_after_s`, from that long after the first torque enable),
+`bus_baud` (servos at another rate: nothing the host sends parses). The summary says how
+often torque went on (`torque_enables`) and which servos still had it at exit.
 Sim floor: imports wire (the Feetech table and calibration), envs and the sim stand-ins.
 """
 
@@ -35,16 +39,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import mujoco
 import numpy as np
 
+from envs.layout_types import BUS_REGISTERS
 from firmware_bridge.sim.feetech_servos import STS3215_DEFAULTS, BusEmulator, ServoMemory
 from firmware_bridge.sim.plant import Plant
 from firmware_bridge.sim.port import log_applied, open_io, run_until_stopped
 from firmware_bridge.sim.realtime import RealTimeLoop
 from firmware_bridge.wire.feetech import DEFAULT_BAUD
 from firmware_bridge.wire.feetech_table import BAUD_CODES, ERROR_NAMES, PERMILLE_FULL_SCALE, Reg
-from firmware_bridge.wire.servo_calibration import Calibration, ServoMap
+from firmware_bridge.wire.servo_calibration import ServoMap, factory_calibration, servo_map_for
 from ppo_robot.cli import UserError, write_summary
 
 log = logging.getLogger("sim_robot")
@@ -62,11 +66,13 @@ TEMPERATURE = STS3215_DEFAULTS[Reg.PRESENT_TEMPERATURE]
 
 @dataclass(frozen=True)
 class BusFaults:
-    """The bus as configured: the servos' baud rate, absent ids, error bits per id."""
+    """The bus as configured: the servos' baud rate, absent ids, error bits per id and
+    when they appear (None: from the start; else seconds after the first torque enable)."""
 
     baud: int
     absent: frozenset[int]
     errors: Mapping[int, int]
+    error_after_s: float | None = None
 
 
 def bus_faults(cfg: Any, spec) -> BusFaults:
@@ -84,7 +90,13 @@ def bus_faults(cfg: Any, spec) -> BusFaults:
     unknown = sorted(absent - set(ids))
     if unknown:
         raise UserError(f"absent_ids: {unknown[0]} is not a servo of robot={cfg.robot} (ids {ids})")
-    return BusFaults(int(baud), absent, _error_bits(cfg, ids, absent))
+    errors = _error_bits(cfg, ids, absent)
+    after = cfg.error_after_s
+    if after is not None and (not errors or after < 0):
+        raise UserError(
+            f"error_after_s={after}: needs error_ids (the bits that appear) and a time >= 0"
+        )
+    return BusFaults(int(baud), absent, errors, None if after is None else float(after))
 
 
 def _error_bits(cfg: Any, ids: list[int], absent: frozenset[int]) -> dict[int, int]:
@@ -118,52 +130,32 @@ def servo_ids(spec) -> list[int]:
     return [int(a.bus_id) for a in spec.actuators]
 
 
-def servo_sensors(spec, model: mujoco.MjModel) -> np.ndarray:
-    """(3, n_actuators) indices into the spec's readings of each servo's present position
-    (the actuator's position_sensor), speed (a jointvel sensor on its joint) and load (an
-    actuatorfrc sensor on it); UserError naming the actuator whose servo lacks one."""
-    kinds = {}  # (mjtSensor, object id) -> layout index
-    for k, s in enumerate(spec.sensors):
-        sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s.mujoco_name)
-        if not s.component:
-            kinds[(int(model.sensor_type[sid]), int(model.sensor_objid[sid]))] = k
-    names = [s.name for s in spec.sensors]
-    out = np.empty((3, len(spec.actuators)), np.int64)
-    for i, a in enumerate(spec.actuators):
-        aid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a.name)
-        jid = int(model.actuator_trnid[aid, 0])
-        found = (
-            names.index(a.position_sensor) if a.position_sensor in names else None,
-            kinds.get((int(mujoco.mjtSensor.mjSENS_JOINTVEL), jid)),
-            kinds.get((int(mujoco.mjtSensor.mjSENS_ACTUATORFRC), aid)),
-        )
-        for what, k in zip(("position_sensor", "jointvel", "actuatorfrc"), found, strict=True):
+def servo_sensors(spec) -> np.ndarray:
+    """(3, n_actuators) indices into the spec's readings of each servo's present position,
+    speed and load: the sensors the layout declares with that servo's `bus_id` and each
+    `register`; UserError naming the actuator whose servo lacks one."""
+    declared = {(s.bus_id, s.register): k for k, s in enumerate(spec.sensors) if s.register}
+    ids = servo_ids(spec)
+    out = np.empty((len(BUS_REGISTERS), len(ids)), np.int64)
+    for r, register in enumerate(BUS_REGISTERS):
+        for i, (a, sid) in enumerate(zip(spec.actuators, ids, strict=True)):
+            k = declared.get((sid, register))
             if k is None:
                 raise UserError(
-                    f"robot {spec.name}: actuator '{a.name}' has no {what} sensor in its "
-                    "layout (a servo reports present position, speed and load)"
+                    f"robot {spec.name}: actuator '{a.name}' (servo {sid}) has no sensor with "
+                    f"bus_id={sid}, register='{register}' in its layout (a servo reports "
+                    "present position, speed and load)"
                 )
-        out[:, i] = found
+            out[r, i] = k
     return out
 
 
-def factory_map(spec, load_sensors: np.ndarray) -> ServoMap:
-    """The emulated arm's counts <-> model units: factory servos (homing offset 0,
-    `Calibration.identity` over the actuators' ranges, so 2048 = 0 rad, the model's zero).
-    One load unit (0.1 % of stall torque) is the load sensors' resolution (the layout's
-    sensor model quantizes to what the bus can say). The one place this mapping is chosen."""
-    joints = tuple(a.name for a in spec.actuators)
-    ranges = {a.name: (a.low, a.high) for a in spec.actuators}
-    cal = Calibration.identity(joints, dict(zip(joints, servo_ids(spec), strict=True)), ranges)
-    units = {float(spec.sensors[k].resolution) for k in load_sensors}
-    if len(units) != 1 or min(units) <= 0:
-        raise UserError(
-            f"robot {spec.name}: its load sensors need one resolution > 0 (one bus load unit, "
-            f"stall torque / {PERMILLE_FULL_SCALE}), got {sorted(units)}"
-        )
-    return cal.servo_map(
-        load_full_scale=PERMILLE_FULL_SCALE, stall_torque=units.pop() * PERMILLE_FULL_SCALE
-    )
+def factory_map(spec) -> ServoMap:
+    """The emulated arm's counts <-> model units: factory servos (`factory_calibration`:
+    homing offset 0) through the map the host uses (`servo_map_for`), so 2048 is each
+    actuator's centre, as a host deploying with calibration=factory expects."""
+    servo_ids(spec)  # every actuator has its servo (UserError naming one that has none)
+    return servo_map_for(spec, factory_calibration(spec))
 
 
 # ------------------------------------------------------------------------------ coupling
@@ -191,6 +183,11 @@ class ServoJoints:
         """Each actuator's force range at start: what a torque limit of 100 % gives."""
         self.commands = 0
         """Commands issued to the plant (a goal or a torque enable changed)."""
+        self.torque_enables = 0
+        """Times a servo's torque went from off to on."""
+        self.first_enable_step: int | None = None
+        """The physics step (of `apply` calls) at which torque first went on."""
+        self.steps = 0
         self._goal = np.zeros(n, np.int64)
         self._enabled = np.zeros(n, bool)
         self._rad = np.zeros(n)
@@ -209,8 +206,13 @@ class ServoJoints:
     def apply(self) -> None:
         """The host's writes into the plant: a new command if a goal or a torque enable
         changed (through the plant's latency), and the torque limits (at once)."""
+        self.steps += 1
         for i, s in enumerate(self.servos):
             on = s is not None and s.torque_enabled
+            if on and not self._enabled[i]:
+                self.torque_enables += 1
+                if self.first_enable_step is None:
+                    self.first_enable_step = self.steps
             self._enabled[i] = on
             if on:
                 self._goal[i] = s.goal_encoder_position()
@@ -253,9 +255,14 @@ class ServoJoints:
 class _BusLoop(RealTimeLoop):
     """Physics on the real clock; in between, the bus: requests answered when due."""
 
-    def __init__(self, cfg: Any, plant: Plant, joints: ServoJoints, emu: BusEmulator, fd: int):
+    def __init__(
+        self, cfg: Any, plant: Plant, joints: ServoJoints, emu: BusEmulator, fd: int, faults
+    ) -> None:
         super().__init__(plant.dt, cfg.duration_s)
         self.plant, self.joints, self.emu, self.fd = plant, joints, emu, fd
+        self.faults: BusFaults = faults
+        self.errors_raised = faults.error_after_s is None
+        """error_ids' bits are in the servos' status (from the start, or once due)."""
 
     def wait(self, timeout_s: float) -> None:
         due = self.emu.next_due_ns()
@@ -268,6 +275,21 @@ class _BusLoop(RealTimeLoop):
         self.joints.apply()
         self.plant.step()
         self.joints.report(self.plant.sensors())
+        if not self.errors_raised:
+            self._raise_errors_when_due()
+
+    def _raise_errors_when_due(self) -> None:
+        """error_after_s of physics time after the first torque enable: error_ids' bits
+        appear in their servos' status (a servo that overloads mid-run)."""
+        since = self.joints.first_enable_step
+        after = self.faults.error_after_s
+        if since is None or (self.joints.steps - since) * self.plant.dt < after:
+            return
+        self.errors_raised = True
+        for servo in self.joints.servos:
+            if servo is not None and servo.servo_id in self.faults.errors:
+                servo.error_bits = self.faults.errors[servo.servo_id]
+        log.info("error bits raised %.2f s after torque on: %s", after, dict(self.faults.errors))
 
 
 # ------------------------------------------------------------------------------ serve
@@ -280,18 +302,25 @@ def _servos(spec, faults: BusFaults) -> list[ServoMemory | None]:
     out: list[ServoMemory | None] = []
     for sid in servo_ids(spec):
         servo = None if sid in faults.absent else ServoMemory(sid, {Reg.BAUD_RATE: code})
-        if servo is not None:
+        if servo is not None and faults.error_after_s is None:
             servo.error_bits = faults.errors.get(sid, 0)
         out.append(servo)
     return out
+
+
+def _errors_text(faults: BusFaults) -> str:
+    if not faults.errors:
+        return ""
+    when = "" if faults.error_after_s is None else f" after {faults.error_after_s:g} s of torque"
+    return f", errors {dict(faults.errors)}{when}"
 
 
 def serve_bus(cfg: Any, spec, plant: Plant) -> dict[str, Any]:
     """sim_robot for a servo-bus robot: serve until SIGTERM/SIGINT or duration_s, then print
     the one-line JSON summary."""
     faults = bus_faults(cfg, spec)
-    sensors = servo_sensors(spec, plant.model)
-    smap = factory_map(spec, sensors[2])
+    sensors = servo_sensors(spec)
+    smap = factory_map(spec)
     servos = _servos(spec, faults)
     applied, port, link = io = open_io(cfg, faults.baud)
     on_command = None if applied is None else (lambda seq, v: log_applied(applied, seq, v))
@@ -306,12 +335,12 @@ def serve_bus(cfg: Any, spec, plant: Plant) -> dict[str, Any]:
         faults.baud,
         ",".join(str(s.servo_id) for s in servos if s is not None),
         f", absent {sorted(faults.absent)}" if faults.absent else "",
-        f", errors {dict(faults.errors)}" if faults.errors else "",
+        _errors_text(faults),
         1 / plant.dt,
         plant.latency_s * 1e3,
         f", reality {cfg.reality}" if cfg.reality else "",
     )
-    loop = _BusLoop(cfg, plant, joints, emu, port.fd)
+    loop = _BusLoop(cfg, plant, joints, emu, port.fd, faults)
     run_until_stopped(loop, io)
     summary = {
         "robot": spec.name,
@@ -320,6 +349,10 @@ def serve_bus(cfg: Any, spec, plant: Plant) -> dict[str, Any]:
         "sim_s": round(loop.k * plant.dt, 3),
         "servos": [s.servo_id for s in servos if s is not None],
         "commands_applied": joints.commands,
+        "torque_enables": joints.torque_enables,
+        "torque_on_at_exit": [s.servo_id for s in servos if s is not None and s.torque_enabled],
+        "torque_limit_at_exit": {s.servo_id: s.torque_limit for s in servos if s is not None},
+        "errors_raised": loop.errors_raised and bool(faults.errors),
         "requests": emu.requests,
         "answers": emu.answers,
         "garbled_bytes": emu.garbled_bytes,

@@ -37,7 +37,7 @@ from ppo_robot.cli import UserError, run_app, write_summary
 
 log = logging.getLogger("sim_robot")
 
-BUS_KEYS = ("absent_ids", "error_ids", "bus_baud")
+BUS_KEYS = ("absent_ids", "error_ids", "error_after_s", "bus_baud")
 """sim_robot keys that only a servo-bus robot has (sim/robot_config.py)."""
 
 

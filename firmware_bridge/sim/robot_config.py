@@ -52,6 +52,10 @@ class SimRobotConfig:
     overheat, overcurrent, overload), e.g. `error_ids={3:overload}`: every answer of that
     servo carries it. null = none. (Typed Any so that a dict override replaces the default;
     checked by sim/bus_robot.py.)"""
+    error_after_s: float | None = None
+    """error_ids' bits appear this long (physics seconds) after the first torque enable
+    instead of from the start: a servo that overloads or overheats mid-run. null = from
+    the start."""
     bus_baud: int | None = None
     """The servos' baud rate; null = the robot's (robot.yaml `baud`). Another rate than the
     host's means nothing it sends parses."""

@@ -32,6 +32,7 @@ import serial
 from firmware_bridge.wire.feetech_table import (
     BAUD_CODES,
     ERROR_NAMES,
+    FEETECH_REGISTERS,
     Reg,
     decode_value,
     encode_value,
@@ -222,6 +223,8 @@ class FeetechBus(ServoBus):
     response_level is the servos' RESPONSE_LEVEL: at 0 they answer only PING and READ.
     """
 
+    registers = FEETECH_REGISTERS
+
     def __init__(
         self,
         port: str | serial.SerialBase,
@@ -332,10 +335,11 @@ class FeetechBus(ServoBus):
         index = {sid: i for i, sid in enumerate(ids)}
         got: list[Packet | None] = [None] * len(ids)
         missing, received = len(ids), 0
+        odd: Packet | None = None  # an answer of the wrong size: a late one to an earlier request?
         while missing:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise self._failure(ids[got.index(None)], deadline)
+                raise self._failure(ids[got.index(None)], deadline, odd, n)
             chunk = self._read(max(1, expected - received), left)
             received += len(chunk)
             parser.feed(chunk)
@@ -344,13 +348,9 @@ class FeetechBus(ServoBus):
                 if i is None or got[i] is not None:
                     log.debug("%s: stray status packet from id %d", self.port, pkt.servo_id)
                     continue
-                if len(pkt.params) != n:
-                    raise BusError(
-                        BusErrorKind.MALFORMED,
-                        pkt.servo_id,
-                        f"servo {pkt.servo_id} on {self.port} answered {len(pkt.params)} data "
-                        f"bytes where {n} were asked",
-                    )
+                if len(pkt.params) != n:  # skipped: the right answer may still come
+                    odd = pkt
+                    continue
                 got[i] = pkt
                 missing -= 1
         return got  # type: ignore[return-value]
@@ -364,8 +364,16 @@ class FeetechBus(ServoBus):
                 f"servo bus {self.port}: read failed ({err}); was the adapter unplugged?"
             ) from None
 
-    def _failure(self, servo_id: int, deadline: float) -> BusError:
+    def _failure(self, servo_id: int, deadline: float, odd: Packet | None, n: int) -> BusError:
         p = self._parser
+        if odd is not None:
+            return BusError(
+                BusErrorKind.MALFORMED,
+                odd.servo_id,
+                f"servo {odd.servo_id} on {self.port} answered {len(odd.params)} data bytes "
+                f"where {n} were asked, and no answer of the right size came within "
+                f"{self.timeout_s * 1e3:.0f} ms",
+            )
         if p.checksum_errors:
             kind, what = BusErrorKind.CHECKSUM, f"{p.checksum_errors} packet(s) failed checksum"
         elif p.garbage or p.pending:

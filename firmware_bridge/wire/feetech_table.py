@@ -19,12 +19,20 @@ Sources (facts only; no code taken):
   addresses, model number 777 for the STS3215 and sign bit 11 for Homing_Offset.
   (Its baud table gives 57600/38400/19200 for codes 5..7; we follow the vendor header.)
 - feetech-servo-sdk (PyPI, `scservo_sdk`): SCS_TOHOST/SCS_TOSCS, the sign-magnitude rule.
-Wire floor: standard library only.
+Wire floor: standard library and wire.servo_bus (the vendor-free register facts and the
+sign-magnitude rule).
 """
 
 from __future__ import annotations
 
 from enum import Enum, IntFlag
+
+from firmware_bridge.wire.servo_bus import (
+    Field,
+    ServoRegisters,
+    from_sign_magnitude,
+    to_sign_magnitude,
+)
 
 
 class Area(Enum):
@@ -117,6 +125,11 @@ class Reg(Enum):
         """The address after the register's last byte."""
         return self.address + self.size
 
+    @property
+    def field(self) -> Field:
+        """The register as the vendor-free `servo_bus.Field`."""
+        return Field(self.address, self.size, self.sign_bit)
+
 
 class ErrorBit(IntFlag):
     """The error byte of a status packet (= the STATUS register): 1 = fault."""
@@ -153,20 +166,6 @@ MODEL_STS3215 = 777
 # ------------------------------------------------------------------------------ values
 
 
-def to_sign_magnitude(value: int, sign_bit: int) -> int:
-    """value as sign-magnitude: |value| in the bits below sign_bit, sign_bit set if < 0."""
-    if abs(value) >= 1 << sign_bit:
-        raise ValueError(f"{value} does not fit sign-magnitude with sign bit {sign_bit}")
-    return (-value | (1 << sign_bit)) if value < 0 else value
-
-
-def from_sign_magnitude(raw: int, sign_bit: int) -> int:
-    """The value of a sign-magnitude raw integer (the vendor's rule: clear the sign bit,
-    negate if it was set)."""
-    mask = 1 << sign_bit
-    return -(raw & ~mask) if raw & mask else raw
-
-
 def encode_value(reg: Reg, value: int) -> bytes:
     """The register's bytes for value (little-endian, sign-magnitude if signed)."""
     raw = value if reg.sign_bit is None else to_sign_magnitude(value, reg.sign_bit)
@@ -183,3 +182,30 @@ def decode_value(reg: Reg, data: bytes | bytearray | memoryview, base_address: i
         raise ValueError(f"{reg.name} is not inside {len(data)} bytes from {base_address}")
     raw = int.from_bytes(bytes(data[off : off + reg.size]), "little")
     return raw if reg.sign_bit is None else from_sign_magnitude(raw, reg.sign_bit)
+
+
+FEETECH_REGISTERS = ServoRegisters(
+    present={
+        "position": Reg.PRESENT_POSITION.field,
+        "speed": Reg.PRESENT_SPEED.field,
+        "load": Reg.PRESENT_LOAD.field,
+    },
+    goal_position=Reg.GOAL_POSITION.field,
+    torque_enable=Reg.TORQUE_ENABLE.field,
+    torque_limit=Reg.TORQUE_LIMIT.field,
+    torque_full_scale=PERMILLE_FULL_SCALE,
+    firmware=(Reg.FIRMWARE_MAJOR.field, Reg.FIRMWARE_MINOR.field),
+    return_delay=Reg.RETURN_DELAY.field,
+    return_delay_unit_us=2.0,
+    protection={
+        "overload_torque_pct": (Reg.OVERLOAD_TORQUE.field, 1.0),
+        "overload_time_ms": (Reg.PROTECTION_TIME.field, 10.0),
+        "protective_torque_pct": (Reg.PROTECTIVE_TORQUE.field, 1.0),
+    },
+    eeprom_lock=Reg.LOCK.field,
+    homing_offset=Reg.HOMING_OFFSET.field,
+)
+"""The STS3215's registers as a bus transport uses them (`servo_bus.ServoRegisters`):
+present position/speed/load (56..61, one 6-byte read), goal, torque enable and limit, the
+version and return delay read at connect, and the overload protection (EEPROM, behind LOCK:
+OVERLOAD_TORQUE %, PROTECTION_TIME in 10 ms, PROTECTIVE_TORQUE %)."""

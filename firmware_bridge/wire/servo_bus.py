@@ -127,6 +127,87 @@ def bus_budget(
     return read_s + write * byte_s
 
 
+# ------------------------------------------------------------------------------ registers
+
+
+def to_sign_magnitude(value: int, sign_bit: int) -> int:
+    """value as sign-magnitude: |value| in the bits below sign_bit, sign_bit set if < 0."""
+    if abs(value) >= 1 << sign_bit:
+        raise ValueError(f"{value} does not fit sign-magnitude with sign bit {sign_bit}")
+    return (-value | (1 << sign_bit)) if value < 0 else value
+
+
+def from_sign_magnitude(raw: int, sign_bit: int) -> int:
+    """The value of a sign-magnitude raw integer (the vendor's rule: clear the sign bit,
+    negate if it was set)."""
+    mask = 1 << sign_bit
+    return -(raw & ~mask) if raw & mask else raw
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value in a servo's memory: address, size in bytes (little-endian) and, for a
+    signed value, the bit that holds its sign in a sign-magnitude encoding (Feetech's; a
+    vendor with two's complement values would add its own flag here)."""
+
+    address: int
+    size: int
+    sign_bit: int | None = None
+
+    @property
+    def end(self) -> int:
+        return self.address + self.size
+
+    def decode(self, data: bytes | bytearray | memoryview) -> int:
+        """The value of exactly `size` bytes."""
+        raw = int.from_bytes(bytes(data), "little")
+        return raw if self.sign_bit is None else from_sign_magnitude(raw, self.sign_bit)
+
+    def encode(self, value: int) -> bytes:
+        """The bytes of value (ValueError if it does not fit)."""
+        raw = value if self.sign_bit is None else to_sign_magnitude(value, self.sign_bit)
+        if not 0 <= raw < 1 << (8 * self.size):
+            raise ValueError(f"{value} does not fit {self.size} byte(s)")
+        return raw.to_bytes(self.size, "little")
+
+
+@dataclass(frozen=True)
+class ServoRegisters:
+    """Where one vendor's position servos keep what a deploy reads and writes: the facts a
+    bus transport and its session need, so that another vendor (Dynamixel Protocol 2.0) is
+    another one of these and a `ServoBus`, not another loop. Feetech's is
+    `wire.feetech_table.FEETECH_REGISTERS`."""
+
+    present: Mapping[str, Field]
+    """Present "position", "speed" and "load" (the layout's `Sensor.register` names): read
+    together each tick as one block, so they must lie within a few bytes of each other."""
+    goal_position: Field
+    torque_enable: Field
+    """1 = torque on, 0 = limp."""
+    torque_limit: Field
+    """Torque the servo may use, in units of 1 / `torque_full_scale` of its stall torque."""
+    torque_full_scale: int
+    firmware: tuple[Field, ...]
+    """Firmware version fields, most significant first."""
+    return_delay: Field
+    return_delay_unit_us: float
+    """One unit of `return_delay` in microseconds."""
+    protection: Mapping[str, tuple[Field, float]]
+    """Overload protection settings by name (the deploy's `bus` keys): the register and how
+    many of the key's units one register unit is."""
+    eeprom_lock: Field | None = None
+    """Written 0 before and 1 after writing a protection setting (None: no lock)."""
+    homing_offset: Field | None = None
+    """Where the servo keeps its calibration's homing offset (checked against the file at
+    connect; None: the vendor keeps none)."""
+
+    @property
+    def present_block(self) -> tuple[int, int]:
+        """(address, size) of the one read that covers every present value."""
+        start = min(f.address for f in self.present.values())
+        return start, max(f.end for f in self.present.values()) - start
+
+
 # ------------------------------------------------------------------------------ contract
 
 
@@ -140,6 +221,11 @@ class ServoBus(ABC):
 
     framing: Framing = PROTOCOL_1
     """The packet layout, for `bus_budget`."""
+    registers: ServoRegisters
+    """Where its servos keep what a deploy reads and writes."""
+    timeout_s: float
+    """How long a transaction waits for its answers beyond their time on the wire (a
+    deploy waits longer at connect than in its loop)."""
 
     def __init__(self) -> None:
         self.last_error_bits: dict[int, int] = {}

@@ -42,7 +42,12 @@ Speed and load follow the position's sign: a servo inverted by drive_mode report
 load inverted too (assumed: Feetech's load sign bit gives the drive direction in the same
 sense as position; to be checked by pushing a joint of a real arm).
 
-Wire floor: the standard library, numpy and ppo_robot.cli (errors, atomic write).
+`servo_map_for(spec, calibration)` is the one place a robot's map is made: the host's bus
+transport and the emulator both call it (the emulator with `Calibration.identity`), so
+2048 counts is each actuator's centre on both sides of the wire.
+
+Wire floor: the standard library, numpy, wire.feetech_table (the load's full scale) and
+ppo_robot.cli (errors, atomic write).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_bridge.wire.feetech_table import PERMILLE_FULL_SCALE
 from ppo_robot.cli import UserError, atomic_write_text
 
 COUNTS_PER_TURN = 4096
@@ -204,6 +210,54 @@ class Calibration:
         return ServoMap(
             self, load_full_scale=load_full_scale, stall_torque=stall_torque, center_rad=center_rad
         )
+
+
+def factory_calibration(spec: Any) -> Calibration:
+    """The calibration of a (duck-typed) robot's servos as shipped: homing offset 0 and
+    each actuator's range in counts around 2048 (`Calibration.identity`), so that through
+    `servo_map_for` 2048 is each actuator's centre. The emulated arm is calibrated so."""
+    joints = tuple(a.name for a in spec.actuators)
+    ids = {a.name: int(a.bus_id) for a in spec.actuators}
+    return Calibration.identity(joints, ids, {a.name: (a.low, a.high) for a in spec.actuators})
+
+
+def servo_map_for(
+    spec: Any, cal: Calibration, *, load_full_scale: float = PERMILLE_FULL_SCALE
+) -> ServoMap:
+    """The map of a robot on a servo bus for a calibration (of its actuators, in order).
+
+    From the (duck-typed) robot spec: each actuator's `center` (where the calibrated middle
+    lies in the model; default the middle of its range) and its sensors' bus `register`s
+    and resolutions: one load unit (1 / load_full_scale of stall torque) is the load
+    sensors' resolution, so the stall torque is that x load_full_scale; positions and
+    speeds must be in encoder counts (`COUNT` per count, per count/s). CalibrationError
+    naming the robot and sensor otherwise."""
+    joints = tuple(a.name for a in spec.actuators)
+    if tuple(cal.joints) != joints:
+        raise CalibrationError(
+            f"calibration of joints {', '.join(cal.joints)} is not robot {spec.name}'s "
+            f"({', '.join(joints)})"
+        )
+    loads = set()
+    for s in spec.sensors:
+        if s.register == "load":
+            loads.add(float(s.resolution))
+        elif s.register in ("position", "speed") and not math.isclose(s.resolution, COUNT):
+            raise CalibrationError(
+                f"robot {spec.name}: sensor {s.name} has resolution {s.resolution:g}; a bus "
+                f"{s.register} is in encoder counts ({COUNT:.6g} per count)"
+            )
+    if len(loads) != 1:
+        raise CalibrationError(
+            f"robot {spec.name}: its load sensors need one resolution (one bus load unit, "
+            f"stall torque / {load_full_scale:g}), got {sorted(loads)}"
+        )
+    centers = [a.center if a.center is not None else 0.5 * (a.low + a.high) for a in spec.actuators]
+    return cal.servo_map(
+        load_full_scale=load_full_scale,
+        stall_torque=loads.pop() * load_full_scale,
+        center_rad=centers,
+    )
 
 
 def _motor(entry: Any, joint: str, servo_id: int, source: str) -> JointCalibration:

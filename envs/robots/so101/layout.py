@@ -70,17 +70,30 @@ def home() -> dict[str, float]:
 
 
 def _sensors() -> tuple[Sensor, ...]:
+    """Each servo's present position, speed and load, declared as the bus values they are
+    (`bus_id`, `register`: physical = counts x resolution, a position from the calibrated
+    middle), so a bus transport and the emulator read them by declaration."""
     pos = [
-        Sensor(f"{j}_pos", "rad", lo - POSITION_MARGIN, hi + POSITION_MARGIN, resolution=COUNT)
-        for j, (lo, hi) in JOINT_RANGE.items()
-    ]
-    vel = [Sensor(f"{j}_vel", "rad/s", -SPEED_LIMIT, SPEED_LIMIT, resolution=COUNT) for j in JOINTS]
-    load = [
         Sensor(
-            f"{j}_load", "N m", -LOAD_LIMIT, LOAD_LIMIT, resolution=STALL_TORQUE / LOAD_FULL_SCALE
+            f"{j}_pos", "rad", lo - POSITION_MARGIN, hi + POSITION_MARGIN, resolution=COUNT,
+            bus_id=SERVO_IDS[j], register="position",
+        )
+        for j, (lo, hi) in JOINT_RANGE.items()
+    ]  # fmt: skip
+    vel = [
+        Sensor(
+            f"{j}_vel", "rad/s", -SPEED_LIMIT, SPEED_LIMIT, resolution=COUNT,
+            bus_id=SERVO_IDS[j], register="speed",
         )
         for j in JOINTS
-    ]
+    ]  # fmt: skip
+    load = [
+        Sensor(
+            f"{j}_load", "N m", -LOAD_LIMIT, LOAD_LIMIT, resolution=STALL_TORQUE / LOAD_FULL_SCALE,
+            bus_id=SERVO_IDS[j], register="load",
+        )
+        for j in JOINTS
+    ]  # fmt: skip
     return (*pos, *vel, *load)
 
 
