@@ -8,7 +8,7 @@ the constraint solver's warmstart included, so that an env's trajectory is bit-i
 stepping one MjData (as Gymnasium does). Observations, rewards, terminations and
 truncations are computed vectorized over the batch; Python does per-batch work, never
 per-env or per-substep work, except at resets (one `mj_forward` per reset env, to read its
-first sensors).
+first sensors, and one more with its actuators held where those readings put them).
 
 Exposes Gymnasium's `VectorEnv` interface with same-step autoreset: when an episode ends,
 the returned observation is the first of the next episode and `info["final_obs"]` holds the
@@ -184,10 +184,10 @@ class BatchedEnv(VectorEnv):
         if sensors is not None:
             self.readings[:] = sensors
         view = self._view(sensors, action, ctrl)
-        obs = task.observe(view)
-        reward = task.reward(view)
+        reward = task.reward(view)  # charges the change from the previous command ...
         terminated = task.terminated(view)
-        self.last_ctrl[:] = ctrl
+        self.last_ctrl[:] = ctrl  # ... the next observation's previous command is this one
+        obs = task.observe(view)
         truncated = (self.steps >= task.max_episode_steps) & ~terminated
         self.returns += reward
         if self._trace is not None:
@@ -346,6 +346,8 @@ class BatchedEnv(VectorEnv):
         self._qpos_prev[ids] = qpos
         sensors = self._read_sensors(ids)
         start = task.start_ctrl(sensors, ids.size)
+        if start is not None:
+            sensors = self._read_held(ids, start)
         self.plant.hold(ids, start)
         self.last_ctrl[ids] = self.plant.safe_ctrl if start is None else start
         view = StepView(
@@ -362,6 +364,22 @@ class BatchedEnv(VectorEnv):
         )
         self.obs[ids] = task.observe(view)
         return sensors
+
+    def _read_held(self, ids: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+        """The first readings once more with the actuators held at `start` (what the
+        episode starts held at, from those readings): the sensors that see the control (a
+        position servo's load) read as for a held actuator, the others unchanged (the same
+        noise)."""
+        d = self._scratch
+        for row, i in enumerate(ids):
+            mujoco.mj_resetData(self.models[i], d)
+            mujoco.mj_setState(self.models[i], d, self.state[i], _FULL)
+            d.ctrl[:] = np.clip(start[row], self.ctrl_low, self.ctrl_high)
+            mujoco.mj_forward(self.models[i], d)
+            self.sensordata[i] = d.sensordata
+            for f, buf in self.fields.items():
+                buf[i] = getattr(d, f)
+        return self.plant.sense(self.sensordata[ids], ids, again=True)
 
 
 def _copy_model(m: mujoco.MjModel) -> mujoco.MjModel:

@@ -89,6 +89,8 @@ class PlantModel:
         self.bias = np.zeros((n, ns))
         self.res_scale = np.ones((n, 1))
         self._envs = np.arange(n)
+        self._noise: np.ndarray | None = None
+        """The sensor noise of the last `sense` (what `again` reads with)."""
         self.reseed(seed)
 
     def delay_of(self, latency_s: float) -> int:
@@ -143,17 +145,22 @@ class PlantModel:
         self.clock += substeps
         return out
 
-    def sense(self, sensordata: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray | None:
-        """Readings of envs `ids` (default all) from their (len(ids), nsensordata) sensordata."""
+    def sense(
+        self, sensordata: np.ndarray, ids: np.ndarray | None = None, again: bool = False
+    ) -> np.ndarray | None:
+        """Readings of envs `ids` (default all) from their (len(ids), nsensordata) sensordata.
+        `again`: the same instant read once more (the same envs, the previous call's noise,
+        nothing drawn), after a change that only some sensors see (the control: a load)."""
         if self.read is None:
             return None
         ids = self._envs if ids is None else ids
-        noise = None
-        if self.obs_noise_std.any():
-            noise = self.rng_sensor.normal(0.0, 1.0, (len(ids), self.obs_noise_std.size))
-            noise *= self.obs_noise_std
+        if not again:
+            self._noise = None
+            if self.obs_noise_std.any():
+                self._noise = self.rng_sensor.normal(0.0, 1.0, (len(ids), self.obs_noise_std.size))
+                self._noise *= self.obs_noise_std
         res = self.base_resolution * self.res_scale[ids]
-        return self.read(sensordata, noise, self.bias[ids], res)
+        return self.read(sensordata, self._noise, self.bias[ids], res)
 
     # ---------------------------------------------------------------- resume
 

@@ -37,7 +37,9 @@ class StepView:
     goal: np.ndarray | None = None
     """(N, goal_dim) each env's episode goal (robots with a goal-directed task)."""
     last_ctrl: np.ndarray | None = None
-    """(N, nu) the control of the previous step (at an episode's start: where it is held)."""
+    """(N, nu) the previous command: for `reward`, the one before this step's `ctrl`; for
+    `observe`, `ctrl` itself (the command the actuators were last given, as the deploy loop
+    observes it). At an episode's start: where the actuators are held."""
     fields: dict[str, np.ndarray] = field(default_factory=dict)
     """The task's `data_fields`, (N, ...) each, as MjData holds them after the last physics
     step (like sensordata: computed at the start of that step, or at the last RK4 stage)."""

@@ -4,10 +4,12 @@ Reads a rollout log (from `firmware_bridge.deploy`, or from `ppo_robot.evaluate 
 and writes a report for a person (`report.md` and PNG figures in out_dir):
 
 - the run: duration, achieved rate, period error and state age, faults and events on a
-  timeline, the spec's success test on the logged sensors;
+  timeline, the spec's success test on the logged sensors (against the logged goal, for a
+  goal-directed task);
 - policy re-check: the policy named in the log (its sha256 checked) run again on the logged
   observations; the largest difference from the logged actions (the deploy path: <= 1e-6);
-- simulation replay: the robot's MJCF started from the first logged STATE, driven open-loop
+- simulation replay: the robot's MJCF started from the first logged STATE (a simulated
+  episode: from its logged initial state, which reproduces it), driven open-loop
   by the logged commands at their arrival times on the controller clock
   (`firmware_bridge.analysis.sysid`); per-sensor RMSE (whole run, first `rmse_horizon_s`, and in
   `window_s` windows restarted from the logged state), correlation, time to divergence;

@@ -1,7 +1,7 @@
 """The run as the log records it, for `firmware_bridge.replay`: what the log is and what of
 it is missing, the robot spec it names, duration, rate, timing figures, state gaps, faults
 and events (from the writer's closing summary where it closed the log, else computed from
-the messages), and the spec's success test on the logged sensors.
+the messages), and the spec's success test on the logged sensors against the logged goal.
 """
 
 from __future__ import annotations
@@ -207,8 +207,9 @@ def per_tick_sensors(states: list[dict], ticks: int, n: int) -> np.ndarray:
 
 
 def success(data, spec, ticks: int) -> dict[str, Any]:
-    """The spec's success test on the sensors each tick used: over the first episode and
-    over the whole run."""
+    """The spec's success test on the sensors each tick used, against the run's logged goal
+    (a goal-directed task): over the first episode and over the whole run."""
+    goal = run_goal(data.run, spec)
     sens = per_tick_sensors(data.topic("/state"), ticks, spec.n_sensors)
     if sens.shape[0] == 0:
         raise Skip("no STATE messages")
@@ -217,6 +218,28 @@ def success(data, spec, ticks: int) -> dict[str, Any]:
         note = f"the run has {sens.shape[0]} ticks, the success test needs an episode of {ep}"
         return {"success": None, "success_end": None, "success_note": note}
     return {
-        "success": bool(spec.success(sens[None, :ep])[0]),
-        "success_end": bool(spec.success(sens[None])[0]),
+        "success": bool(spec.success(sens[None, :ep], goal)[0]),
+        "success_end": bool(spec.success(sens[None], goal)[0]),
     }
+
+
+def run_goal(run: dict[str, Any], spec) -> np.ndarray | None:
+    """(1, goal_dim) the goal the run record logs (deploy `goal=`/`goal_seed`, a simulated
+    episode's sampled goal); None for a task without one. Skip where the task needs a goal
+    and the log has none, or one of another size."""
+    if not spec.goal_dim:
+        return None
+    task = f"task '{spec.task_name}' of '{spec.name}'"
+    goal = run.get("goal")
+    if goal is None:
+        raise Skip(f"the log records no goal, and {task} is scored against one")
+    try:
+        g = np.asarray(goal, dtype=np.float64).reshape(1, -1)
+    except (TypeError, ValueError):
+        raise Skip(f"the logged goal {goal!r} is not a list of numbers") from None
+    if g.shape[1] != spec.goal_dim or not np.all(np.isfinite(g)):
+        raise Skip(
+            f"the logged goal {goal} is not {spec.goal_dim} finite numbers ({task}: "
+            f"{', '.join(spec.goal_names)})"
+        )
+    return g

@@ -1,6 +1,6 @@
 """Simulation replay for `firmware_bridge.replay`: the robot's MJCF (model_xml, reality,
 latency_s as configured, or the perturbation a simulated episode sampled) started from
-the first logged STATE and driven open-loop by the logged commands at their arrival
+the first logged STATE (a simulated episode's logged initial state) and driven open-loop by the logged commands at their arrival
 times on the controller clock (`firmware_bridge.analysis.sysid`); per-sensor RMSE (whole
 run, first `rmse_horizon_s`, in `window_s` windows restarted from the logged state),
 correlation, time to divergence, and the traces and error figures.

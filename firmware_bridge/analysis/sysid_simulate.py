@@ -11,7 +11,13 @@ Conventions (the same as `firmware_bridge.sim_robot` and the batched engine):
 - a command takes effect at the first physics step after it reaches the controller (zero
   order hold). The simulation spreads a command that arrives inside a physics step over that
   step and the next in proportion (the hold averaged over the arrival phase), so the replay
-  error is continuous in timing and latency, which the fit differentiates.
+  error is continuous in timing and latency, which the fit differentiates;
+- before the first command the actuators hold `Trace.safe` (the soft-start origin of the
+  first reading), while disarmed what `Trace.held` says.
+
+A simulated episode reads its first STATE at its initial state (not after a step) and logs
+that state exactly (`Trace.start`): `replay` then starts there, at the first STATE's time,
+and reproduces the episode to the sensors' resolution on the same model.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import numpy as np
 from firmware_bridge.analysis.sysid_trace import ReplayError, Trace
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+_ON_EDGE = 1e-9
+"""An arrival this close (in steps) to a step's end is on it: clock arithmetic rounds."""
 
 
 class StateMap:
@@ -60,6 +68,17 @@ class StateMap:
     def usable(self) -> bool:
         return self.pos_s.size > 0
 
+    def exact(self, qpos: np.ndarray, qvel: np.ndarray, time: float) -> np.ndarray | None:
+        """(1, nstate) the full physics state of (qpos, qvel) at `time`; None where their
+        sizes are not this model's."""
+        if qpos.size != self.model.nq or qvel.size != self.model.nv:
+            return None
+        out = self.template.copy()[None]
+        out[0, 0] = time
+        out[0, self.qpos_at : self.qpos_at + qpos.size] = qpos
+        out[0, self.qvel_at : self.qvel_at + qvel.size] = qvel
+        return out
+
     def states(self, sensors: np.ndarray, times: np.ndarray) -> np.ndarray:
         """(B, n_sensors) readings at (B,) times -> (B, nstate) full physics states."""
         out = np.tile(self.template, (sensors.shape[0], 1))
@@ -86,36 +105,47 @@ def control_grid(
     disarmed: list[tuple[float, float]],
     centers: np.ndarray,
     dt: float,
+    held: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Controls for physics steps sampled at `centers` (any shape C): (*C, nu).
 
-    The command signal holds each value from its arrival; a step's control is its mean over
-    the step's interval centred on its sample time (module docstring). While disarmed the
-    controller holds its safe command and ignores COMMANDs.
+    The command signal is `safe` before the first arrival and holds each value from its
+    arrival; a step's control is its mean over the step's interval centred on its sample
+    time (module docstring), exactly the value held where no arrival falls inside the step
+    (an open-loop replay of a sensitive plant amplifies even rounding). While disarmed the
+    controller holds its safe command (`held`, one per interval; default `safe`) and
+    ignores COMMANDs.
     """
     nu = safe.size
     tau = np.asarray(arrivals, dtype=np.float64)
-    vals = np.asarray(values, dtype=np.float64).reshape(-1, nu) - safe
-    for off, on in disarmed:
+    level = np.asarray(values, dtype=np.float64).reshape(-1, nu)
+    for i, (off, on) in enumerate(disarmed):
         keep = (tau < off) | (tau >= on)
+        hold = safe if not held else np.asarray(held[i], dtype=np.float64)
         tau = np.concatenate([tau[keep], [off]])
-        vals = np.concatenate([vals[keep], np.zeros((1, nu))])
+        level = np.concatenate([level[keep], hold.reshape(1, nu)])
     if disarmed:
         order = np.argsort(tau, kind="stable")
-        tau, vals = tau[order], vals[order]
+        tau, level = tau[order], level[order]
     if tau.size == 0:
         return np.broadcast_to(safe, (*np.shape(centers), nu)).copy()
+    vals = level - safe
     # cumulative integral of (u - safe) at each breakpoint
     cum = np.concatenate([np.zeros((1, nu)), np.cumsum(vals[:-1] * np.diff(tau)[:, None], axis=0)])
+    c = np.asarray(centers, dtype=np.float64)
+    # pieces at the step's ends; an arrival within rounding of an end is on it
+    eps = _ON_EDGE * dt
+    lo = np.searchsorted(tau, c - dt / 2 + eps, side="right") - 1
+    hi = np.searchsorted(tau, c + dt / 2 - eps, side="right") - 1
 
-    def integral(x: np.ndarray) -> np.ndarray:
-        i = np.searchsorted(tau, x, side="right") - 1
+    def integral(x: np.ndarray, i: np.ndarray) -> np.ndarray:
         ic = np.clip(i, 0, tau.size - 1)
         out = cum[ic] + vals[ic] * (x - tau[ic])[..., None]
         return np.where((i >= 0)[..., None], out, 0.0)
 
-    c = np.asarray(centers, dtype=np.float64)
-    return safe + (integral(c + dt / 2) - integral(c - dt / 2)) / dt
+    mean = safe + (integral(c + dt / 2, hi) - integral(c - dt / 2, lo)) / dt
+    whole = np.where((lo >= 0)[..., None], level[np.clip(lo, 0, tau.size - 1)], safe)
+    return np.where((lo == hi)[..., None], whole, mean)
 
 
 class Simulator:
@@ -132,6 +162,15 @@ class Simulator:
         limited = model.actuator_ctrllimited.astype(bool)
         self.ctrl_lo = np.where(limited, lo, -np.inf)
         self.ctrl_hi = np.where(limited, hi, np.inf)
+
+    def sense(self, model: mujoco.MjModel, state: np.ndarray, ctrl: np.ndarray) -> np.ndarray:
+        """The spec's sensors (true values) at full physics `state` with control `ctrl`."""
+        d = self.data[0]
+        mujoco.mj_resetData(model, d)
+        mujoco.mj_setState(model, d, state, _FULL)
+        d.ctrl[:] = np.clip(ctrl, self.ctrl_lo, self.ctrl_hi)
+        mujoco.mj_forward(model, d)
+        return d.sensordata[self.sensor_adr].copy()
 
     def run(
         self,
@@ -179,20 +218,43 @@ class Replay:
 
 
 def replay(sim: Simulator, tr: Trace, latency_s: float, model=None) -> Replay:
-    """Start from the first logged STATE, drive open-loop by the logged commands."""
+    """Start from the first logged STATE (the logged initial state where the log has one),
+    drive open-loop by the logged commands."""
     if not sim.map.usable:
         raise ReplayError("no jointpos sensor in the robot's layout: cannot set the initial state")
     dt = sim.dt
     t0 = tr.t[0]
-    nstep = int(np.ceil((tr.t[-1] - t0) / dt + 0.5)) + 1
-    centers = t0 + dt * np.arange(nstep)
-    ctrl = control_grid(tr.arrivals(latency_s), tr.cmd, tr.safe, tr.disarmed, centers, dt)
-    init = sim.map.states(tr.sensors[:1], np.array([t0 - dt]))
+    init, lag = _start(sim, tr)
+    nstep = int(np.ceil((tr.t[-1] - t0) / dt + 0.5)) + 1 - lag
+    centers = t0 + dt * (lag + np.arange(nstep))
+    ctrl = control_grid(tr.arrivals(latency_s), tr.cmd, tr.safe, tr.disarmed, centers, dt, tr.held)
     out, state = sim.run(model or sim.model, init, ctrl[None], want_state=True)
-    idx = np.clip(np.rint((tr.t - t0) / dt).astype(int), 0, nstep - 1)
-    simulated = _quantize(sim.spec, out[0, idx], tr.resolution)
+    # the sample stamped t is sensordata after the step that ends at t: computed at t - dt
+    idx = np.rint((tr.t - t0) / dt).astype(int) - lag
+    raw = out[0, np.clip(idx, 0, nstep - 1)]
+    if lag:  # the first STATE: the start state itself, its actuators held
+        raw[idx < 0] = sim.sense(model or sim.model, init[0], tr.safe)
+    simulated = _quantize(sim.spec, raw, tr.resolution)
     q = state[0, :, sim.map.qpos_at : sim.map.qpos_at + sim.model.nq]
     return Replay(tr.t - t0, tr.sensors, simulated, centers - t0, q, ctrl)
+
+
+def _start(sim: Simulator, tr: Trace) -> tuple[np.ndarray, int]:
+    """(1, nstate) where the replay starts, and in physics steps how much later than one
+    step before the first STATE: the logged initial state at the first STATE's time (1), or
+    the state the first readings give one step before it (0: the sample convention). A
+    logged state that does not fit the model is noted on the trace."""
+    t0 = tr.t[0]
+    if tr.start is not None:
+        exact = sim.map.exact(tr.start.qpos, tr.start.qvel, t0)
+        if exact is not None:
+            return exact, 1
+        tr.notes.append(
+            f"the logged initial state ({tr.start.qpos.size} qpos, {tr.start.qvel.size} qvel) "
+            f"does not fit the model ({sim.model.nq}, {sim.model.nv}): the replay starts "
+            "from the readings"
+        )
+    return sim.map.states(tr.sensors[:1], np.array([t0 - sim.dt])), 0
 
 
 def _quantize(spec, x: np.ndarray, resolution: np.ndarray | None = None) -> np.ndarray:

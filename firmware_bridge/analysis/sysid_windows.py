@@ -128,7 +128,13 @@ def window_controls(
             continue
         extra = 0.0 if shifts is None else float(shifts[k])
         out[sel] = control_grid(
-            tr.arrivals(latency_s + extra), tr.cmd, tr.safe, tr.disarmed, win.centers[sel], dt
+            tr.arrivals(latency_s + extra),
+            tr.cmd,
+            tr.safe,
+            tr.disarmed,
+            win.centers[sel],
+            dt,
+            tr.held,
         )
     return out
 

@@ -10,9 +10,11 @@ it takes effect from the next physics step (plus the sampled latency, in physics
 with action noise drawn once per command). The policy is
 the actor's exported semantics: the mean action, mapped to commands by the spec.
 
-The log's metadata marks it simulated and states its clocks exactly (`timing`), names the
-checkpoint (when it can be found) and the actor's weight hash, so replay re-checks the
-policy with the torch actor.
+The log's metadata marks it simulated and states its clocks exactly (`timing`), the
+episode's goal (a goal-directed task) and its exact initial physics state (`initial_state`:
+the qpos and qvel the first STATE was read from, which quantized readings cannot give), so
+that replay scores the episode and reproduces it; it names the checkpoint (when it can be
+found) and the actor's weight hash, so replay re-checks the policy with the torch actor.
 """
 
 from __future__ import annotations
@@ -153,8 +155,9 @@ def _run(
 ) -> tuple[int, bool, float, bool]:
     """The closed loop, as the training engine steps it: a reading, the policy's command
     (through the plant: noise, latency), `substeps` physics steps; each tick logged. The
-    actuators start held where the first reading puts them (`soft_start_origin`), and
-    the observation reads the episode's `goal` and the previous command.
+    actuators start held where the first reading puts them (`soft_start_origin`; that
+    reading's loads are the held actuators', as in the engine), and the observation reads
+    the episode's `goal` and the previous command.
     Returns (ticks, terminated, time of the last tick, success)."""
     import mujoco
     import torch
@@ -164,6 +167,9 @@ def _run(
     trace = np.zeros((spec.episode_steps, spec.n_sensors))
     sens = plant.sense(data.sensordata[None])[0]
     last = spec.soft_start_origin(sens[None])
+    data.ctrl[aidx] = np.clip(last[0], plant.ctrl_low, plant.ctrl_high)
+    mujoco.mj_forward(model, data)  # the first readings as the held actuators give them
+    sens = plant.sense(data.sensordata[None], again=True)[0]
     plant.hold(np.arange(1), last)
     ticks, t = 0, 0.0
     with torch.no_grad():
@@ -239,6 +245,7 @@ def write_sim_episode(
     meta = _metadata(spec, env_cfg, ck_path, sha, latency_s, seed, pert_meta, dt)
     if spec.goal_dim:
         meta["goal"] = goal.tolist()
+    meta["initial_state"] = {"qpos": data.qpos.tolist(), "qvel": data.qvel.tolist()}
     path = Path(path)
     rlog = RolloutLog(path, meta, clock=lambda: 0)  # the simulation's clock: t_host = sim time
     rlog.event("enable", "simulated episode", t_host=0.0)
