@@ -133,10 +133,11 @@ def naive_loop(rate: int, seconds: float) -> dict:
     n = int(rate * seconds)
     t = np.empty(n)
     sensors = np.zeros((1, 4))
+    inputs = spec.inputs(1, None, np.zeros((1, spec.n_actuators)))  # as the deploy loop: once
     start = time.perf_counter()
     for i in range(n):
         t[i] = time.perf_counter()
-        spec.observe(sensors)
+        spec.observe(sensors, inputs=inputs)
         time.sleep(period)
     ideal = start + np.arange(n) * period
     err = (t - ideal) * 1e6

@@ -315,7 +315,8 @@ class RobotSpec:
         self, n: int, goal: np.ndarray | None = None, last_command: np.ndarray | None = None
     ) -> TaskInputs:
         """Task inputs for `n` envs; a task with a goal must be given one, the last command
-        defaults to the command at action 0."""
+        defaults to the command at action 0. Views of the arrays given, not copies: the
+        deploy loop builds them once and refreshes the last command in place."""
         if goal is None:
             if self.goal_dim:
                 raise SpecError(f"task '{self.task_name}' of '{self.name}' needs a goal")
@@ -330,9 +331,12 @@ class RobotSpec:
         sensors: np.ndarray,
         goal: np.ndarray | None = None,
         last_command: np.ndarray | None = None,
+        inputs: TaskInputs | None = None,
     ) -> np.ndarray:
-        """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32."""
-        return self.objective.observe(self, sensors, self.inputs(len(sensors), goal, last_command))
+        """Controller readings (N, n_sensors) -> policy observation (N, obs_dim), float32;
+        `inputs` (from `inputs()`, kept by a per-tick caller) in place of goal, last command."""
+        inputs = inputs if inputs is not None else self.inputs(len(sensors), goal, last_command)
+        return self.objective.observe(self, sensors, inputs)
 
     def reward(
         self,

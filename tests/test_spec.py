@@ -17,6 +17,7 @@ from envs.robots import get_robot
 from envs.spec import Actuator, Sensor, SpecError
 from firmware_bridge.host.loop import ControlLoop
 from firmware_bridge.host.safety import SafetyConfig, SafetyLayer
+from firmware_bridge.host.transport import Transport
 from firmware_bridge.sim.controller import Controller, ControllerConfig
 from firmware_bridge.sim.plant import Plant
 from firmware_bridge.wire.protocol import Enable, FrameParser, Hello, State
@@ -261,6 +262,71 @@ def test_soft_start_ramps_from_the_measured_pose_so_the_servo_does_not_jump():
     link_old, sent_old = _closed_loop(spec, old, 0.8, 0.0)
     assert sent_old[0] == 0.0
     assert np.max(np.abs(np.array(link_old.angles[: len(early)]) - 0.8)) > 0.2
+
+
+class _StateEveryTick(Transport):
+    """A transport with a new STATE of fixed readings at every poll; commands counted."""
+
+    def __init__(self, sensors: np.ndarray) -> None:
+        self.sensors, self.seq, self.sent = sensors, 0, 0
+
+    def poll(self):
+        self.seq += 1
+        return [(self.seq, State(self.seq * 20_000, 1, 0, 0, 0, self.sensors))]
+
+    def send_command(self, state_seq: int, command: np.ndarray) -> int:
+        self.sent += 1
+        return self.sent
+
+    def prime(self, state_seq: int, command: np.ndarray) -> None:
+        pass
+
+    @property
+    def dropped(self) -> int:
+        return 0
+
+
+def test_the_loop_observes_its_goal_and_the_command_it_sent_the_tick_before():
+    """The loop builds its task inputs once (views of the goal and of the safety layer's
+    last command, refreshed in place): each tick's observation is the spec's for the goal
+    and the command sent the tick before (on the first tick: the soft-start origin)."""
+    spec = get_robot("so101")  # reach observes the goal and the last command
+    goal = np.array([0.15, 0.05, 0.12])
+    sensors = ((spec.sensor_low + spec.sensor_high) / 2).astype(np.float32)
+    seen, now = [], [0]
+
+    class Log:
+        def state(self, *a) -> None:
+            pass
+
+        def tick(self, t, tick, obs, action, cmd, *rest) -> None:
+            seen.append((obs.copy(), cmd.copy()))
+
+    def clock() -> int:
+        now[0] += 1000
+        return now[0]
+
+    def sleep(s: float) -> None:
+        now[0] += int(s * 1e9)
+
+    def source(obs, sens, tick):  # a different action every tick
+        return np.full(spec.n_actuators, 0.3 * np.sin(tick), np.float32)
+
+    link = _StateEveryTick(sensors)
+    safety = SafetyLayer.for_spec(spec, SafetyConfig(soft_start_s=0.0))
+    loop = ControlLoop(
+        link, spec, source, safety, Log(), spec.control_hz, 0.2, 100.0, 10,
+        clock=clock, sleep=sleep, goal=goal,
+    )  # fmt: skip
+    first = link.poll()[0]
+    res = loop.run(first[1], first[0])
+    assert res.fault is None, res.fault
+    assert len(seen) == res.ticks >= 5
+    last = spec.soft_start_origin(sensors)
+    for obs, cmd in seen:
+        np.testing.assert_array_equal(obs, spec.observe(sensors[None], goal[None], last[None])[0])
+        last = cmd
+    assert len({c.tobytes() for _, c in seen}) > 2  # the commands did change
 
 
 # ---------------------------------------------------------------- gen_spec, state

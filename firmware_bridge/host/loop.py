@@ -153,6 +153,9 @@ class ControlLoop:
         self.stop_requested: str | None = None
         self.prime = prime
         self.goal = None if goal is None else np.asarray(goal, np.float64).reshape(1, -1)
+        # Built once: views of the goal and of `safety.last`, which the safety layer
+        # refreshes in place, so observing allocates no task inputs per tick.
+        self.inputs = spec.inputs(1, self.goal, safety.last[None])
 
     def request_stop(self, why: str) -> None:
         self.stop_requested = why
@@ -210,7 +213,7 @@ class ControlLoop:
             # the CPU caches (measured: 250 us cold vs 80 us warm for observation,
             # policy and safety). Run the pure stages once on the last state before
             # the deadline; their outputs are overwritten by the real tick.
-            self.spec.observe(state.sensors[None], self.goal, self.safety.last[None])
+            self.spec.observe(state.sensors[None], inputs=self.inputs)
             warm = self.source(r.obs, state.sensors, r.tick)
             self.safety.filter(warm, (deadline - r.t_start) / 1e9, commit=False)
             self.link.prime(r.state_seq, self.safety.last)
@@ -275,7 +278,7 @@ class ControlLoop:
         tick, deadline, obs = r.tick, r.deadline, r.obs
         t1 = self.clock()
         sensors = state.sensors
-        obs[:] = self.spec.observe(sensors[None], self.goal, self.safety.last[None])[0]
+        obs[:] = self.spec.observe(sensors[None], inputs=self.inputs)[0]
         t2 = self.clock()
         action = self.source(obs, sensors, tick)
         t3 = self.clock()
