@@ -159,9 +159,15 @@ def _train_one_update(robot: str, task: str, run_dir) -> str:
     return last_json(p.stdout)["checkpoint"]
 
 
+SLACK_MS = 250
+
+
 def _start_sim_robot(robot: str, link, env: dict | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [PY, "-m", "firmware_bridge.sim_robot", f"robot={robot}", f"port_link={link}"],
+        # the pipeline is under test here, not timing: a loaded machine may pause either
+        # process past the default 50 ms watchdog (tests/test_reliability_* test those)
+        [PY, "-m", "firmware_bridge.sim_robot", f"robot={robot}", f"port_link={link}"]
+        + [f"watchdog_ms={SLACK_MS}"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -213,6 +219,7 @@ def test_train_export_deploy_replay(case, tmp_path):
             f"log_dir={tmp_path / 'logs'}",
             "duration_s=1",
             "status=false",
+            f"safety.stale_state_ms={SLACK_MS}",
             *(["calibration=factory", "bus.hold_s=0.1", "bus.read_timeout_ms=200"] if bus else []),
             timeout=60,
             env=env,
