@@ -126,7 +126,10 @@ class BatchedEnv(VectorEnv):
         task, m = self.task, self.nominal
         ns = len(task.sensor_names)
         self.ctrl_low, self.ctrl_high = ctrl_bounds(m)
-        safe = np.clip(task.ctrl(np.zeros((1, task.act_dim)))[0], self.ctrl_low, self.ctrl_high)
+        mid = 0.5 * (self.ctrl_low + self.ctrl_high)[None]  # the "previous" of an incremental map
+        safe = np.clip(
+            task.ctrl(np.zeros((1, task.act_dim)), mid)[0], self.ctrl_low, self.ctrl_high
+        )
         self.plant = PlantModel(
             self.num_envs,
             m.opt.timestep,
@@ -170,7 +173,7 @@ class BatchedEnv(VectorEnv):
     def step(self, actions: np.ndarray):
         task = self.task
         action = np.clip(np.asarray(actions, dtype=np.float64), task.action_low, task.action_high)
-        ctrl = task.ctrl(action)
+        ctrl = task.ctrl(action, self.last_ctrl)
         self.plant.command(ctrl)
         self._write_controls()
 

@@ -85,7 +85,7 @@ class GymTask(Task):
     def n_substeps(self, model: mujoco.MjModel) -> int:
         return self.frame_skip
 
-    def ctrl(self, action: np.ndarray) -> np.ndarray:
+    def ctrl(self, action: np.ndarray, last_ctrl: np.ndarray) -> np.ndarray:
         return action
 
     def initial_state(self, model, rng, n):

@@ -83,6 +83,9 @@ class Actuator:
     position_sensor: str | None = None
     """Layout sensor measuring the joint it drives; needed by 'hold' and by soft start of a
     position actuator (it ramps from the measured pose)."""
+    rate: float | None = None
+    """Most the command may move per second (unit/s): the action then steers the command
+    from its last value (`envs.action_map`, incremental); None = the absolute map."""
     bus_id: int | None = None
     """Id of the servo on its bus, for a robot driven over a servo bus (robot.yaml
     `transport`); None for a robot behind our controller."""
@@ -92,6 +95,8 @@ class Actuator:
             raise SpecError(
                 f"actuator '{self.name}': safe_mode '{self.safe_mode}' is not one of {SAFE_MODES}"
             )
+        if self.rate is not None and not self.rate > 0:
+            raise SpecError(f"actuator '{self.name}': rate must be > 0, got {self.rate}")
         if self.safe_mode == "hold" and self.kind != "position":
             raise SpecError(f"actuator '{self.name}': safe_mode 'hold' needs kind='position'")
         if self.kind == "position" and not self.position_sensor:
@@ -111,6 +116,7 @@ _LAYOUT_DEFAULTS = {
     "position_sensor": None,
     "bus_id": None,
     "register": None,
+    "rate": None,
 }
 """Fields left out of `layout()` at these values, so older layouts keep their hash."""
 

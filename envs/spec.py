@@ -16,14 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import mujoco
 import numpy as np
 
+from envs.action_map import ActionMap, build_action_map
 from envs.layout_types import SAFE_MODES, Actuator, Sensor, SpecError, _layout_entry
+from envs.objective import Objective, TaskInputs
 
 __all__ = [
     "SAFE_MODES",
@@ -35,77 +37,6 @@ __all__ = [
     "SpecError",
     "TaskInputs",
 ]
-
-
-@dataclass
-class TaskInputs:
-    """What a task's observation and reward read besides the sensors, per env: the
-    episode's goal and the command the actuators were last given. Training keeps both per
-    env (`envs.batched`); the deploy loop keeps the run's goal and the last command it sent."""
-
-    goal: np.ndarray
-    """(N, goal_dim) the episode's goal (`Objective.sample_goal`); (N, 0) for a task without."""
-    last_command: np.ndarray
-    """(N, n_actuators) the previous control step's command in physical units (at an
-    episode's start: the soft-start origin, where the actuators are held)."""
-
-
-class Objective(ABC):
-    """A robot's task: what the policy observes, the reward, when an episode ends or
-    succeeds, where episodes start and, for a goal-directed task, the goal each episode
-    gets. The layout it works on (sensors, actuators, limits, rate) is the `RobotSpec`
-    passed in; one robot may have several objectives.
-
-    Not `envs.task.Task` (the engine's interface, which a `RobotSpec` is adapted to)."""
-
-    name: str = ""
-    """Task name (`get_robot(robot, task=name)`, the Gymnasium id's suffix)."""
-    obs_names: tuple[str, ...] = ()
-    """Names of the observation entries, in order."""
-    episode_s: float = 5.0
-    """Episode length in seconds."""
-    goal_names: tuple[str, ...] = ()
-    """Names of the goal's entries (a reach target's x, y, z); empty: no goal."""
-
-    @abstractmethod
-    def observe(self, spec: RobotSpec, sensors: np.ndarray, inputs: TaskInputs) -> np.ndarray:
-        """Controller readings (N, n_sensors) and the task inputs -> policy observation
-        (N, obs_dim), float32."""
-
-    @abstractmethod
-    def reward(
-        self,
-        spec: RobotSpec,
-        sensors: np.ndarray,
-        command: np.ndarray,
-        action: np.ndarray,
-        inputs: TaskInputs,
-    ) -> np.ndarray:
-        """Per-step reward (N,) from true sensor values, the command, the raw action and
-        the task inputs (the goal, the previous command)."""
-
-    def terminated(self, spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
-        """(N,) bool: the robot left its safe envelope (episode ends, no bootstrap).
-
-        By default the sensors' envelope (`out_of_envelope`); a task may end earlier."""
-        return spec.out_of_envelope(sensors)
-
-    @abstractmethod
-    def success(self, spec: RobotSpec, sensors: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """Success of whole episodes from their sensor traces (N, T, n_sensors) and goals
-        (N, goal_dim) -> (N,)."""
-
-    @abstractmethod
-    def initial_state(
-        self, spec: RobotSpec, model: mujoco.MjModel, rng: np.random.Generator, n: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(qpos (n, nq), qvel (n, nv)) to start episodes from."""
-
-    def sample_goal(
-        self, spec: RobotSpec, model: mujoco.MjModel, rng: np.random.Generator, n: int
-    ) -> np.ndarray:
-        """(n, goal_dim) goals for new episodes; a task without a goal: (n, 0)."""
-        return np.zeros((n, len(self.goal_names)))
 
 
 @dataclass(frozen=True)
@@ -189,22 +120,20 @@ class RobotSpec:
     def command_high(self) -> np.ndarray:
         return np.array([a.high for a in self.actuators], dtype=np.float64)
 
+    @cached_property
+    def action_map(self) -> ActionMap:
+        """The action mapping (`envs.action_map`): absolute or incremental per actuator."""
+        return build_action_map(self)
+
     @property
     def action_offset(self) -> np.ndarray:
-        """Command at action 0."""
-        return np.array(
-            [a.center if a.center is not None else 0.5 * (a.low + a.high) for a in self.actuators]
-        )
+        """Command at action 0 of an absolute map; the observation's normalizing centre."""
+        return self.action_map.offset
 
     @property
     def action_scale(self) -> np.ndarray:
-        """Command change per unit of action."""
-        return np.array(
-            [
-                a.half_range if a.half_range is not None else 0.5 * (a.high - a.low)
-                for a in self.actuators
-            ]
-        )
+        """Command change per unit of action of an absolute map; the normalizing span."""
+        return self.action_map.scale
 
     @property
     def safe_command(self) -> np.ndarray:
@@ -231,14 +160,21 @@ class RobotSpec:
         inside = (sensors >= self.sensor_low) & (sensors <= self.sensor_high)
         return ~np.all(inside, axis=-1)
 
-    def action_to_command(self, action: np.ndarray) -> np.ndarray:
-        """Policy output (mean action, nominally in [-1, 1]) -> command in physical units.
+    def action_to_command(
+        self, action: np.ndarray, last_command: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Policy output (mean action, nominally in [-1, 1]) -> command in physical units;
+        an incremental map (`envs.action_map`) moves from `last_command`.
 
-        The same affine map and clip is frozen into the exported ONNX graph
-        (`export.onnx`), so the host never re-implements it.
+        The same map and clip is frozen into the exported ONNX graph (`export.onnx`), so
+        the host never re-implements it.
         """
-        cmd = self.action_offset + self.action_scale * np.clip(action, -1.0, 1.0)
-        return np.clip(cmd, self.command_low, self.command_high)
+        return self.action_map.to_command(action, last_command)
+
+    def command_for(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """The command the exported graph gives for observations and actions (an
+        incremental map reads the last command from the observation)."""
+        return self.action_map.command_for(obs, action)
 
     # ---------------------------------------------------------------- model
 

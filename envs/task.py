@@ -86,8 +86,9 @@ class Task(ABC):
         return None
 
     @abstractmethod
-    def ctrl(self, action: np.ndarray) -> np.ndarray:
-        """(N, act_dim) action -> (N, nu) MuJoCo control."""
+    def ctrl(self, action: np.ndarray, last_ctrl: np.ndarray) -> np.ndarray:
+        """(N, act_dim) action and the previous step's (N, nu) control -> (N, nu) MuJoCo
+        control (an incremental action map moves from the previous one)."""
 
     def sensors(
         self,
@@ -154,8 +155,8 @@ class RobotTask(Task):
         begins from it); effort actuators at their safe value."""
         return None if sensors is None else self.spec.soft_start_origin(sensors)
 
-    def ctrl(self, action: np.ndarray) -> np.ndarray:
-        return self.spec.action_to_command(action)
+    def ctrl(self, action: np.ndarray, last_ctrl: np.ndarray) -> np.ndarray:
+        return self.spec.action_to_command(action, last_ctrl)
 
     def sensors(self, sensordata, noise, bias, resolution):
         assert self._sensor_idx is not None, "bind() first"

@@ -1,7 +1,11 @@
 """Build the deployed actor as an ONNX graph, straight from the checkpoint's weights.
 
 obs -> (obs - mean) / std, clipped -> MLP -> mean action -> clip [-1, 1]
-    -> offset + scale * a -> clip [command_low, command_high] -> action (command units)
+    -> base + gain * a -> clip [command_low, command_high] -> action (command units)
+
+with base = offset and gain = scale for an absolute map; an incremental map
+(`envs.action_map`) takes base from the observation's `<actuator>_last` entries
+(obs[last] * scale + offset, the last command) and gain = step.
 
 With `precision="float64"` (the default) the graph computes in float64 inside (input and
 output stay float32): the trained weights are evaluated exactly, so the only difference
@@ -21,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from envs.action_map import ActionMap
 from ppo_robot.networks import Actor
 
 OPSET = 17
@@ -30,10 +35,7 @@ OUTPUT = "action"
 
 def build_graph(
     actor: Actor,
-    offset: np.ndarray,
-    scale: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
+    amap: ActionMap,
     metadata: dict[str, str],
     precision: str = "float64",
 ) -> onnx.ModelProto:
@@ -52,7 +54,7 @@ def build_graph(
     nodes = _normalizer_nodes(inits, mean, std, norm.clip, onnx_dtype)
     mlp, x = _mlp_nodes(inits, list(actor.net), "x0")
     nodes += mlp
-    nodes += _command_nodes(inits, x, offset, scale, low, high)
+    nodes += _command_nodes(inits, x, amap)
     graph = helper.make_graph(
         nodes,
         "ppo_robot_actor",
@@ -129,26 +131,34 @@ def _mlp_nodes(inits: _Initializers, modules: list, x: str) -> tuple[list[onnx.N
     return nodes, x
 
 
-def _command_nodes(
-    inits: _Initializers,
-    x: str,
-    offset: np.ndarray,
-    scale: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-) -> list[onnx.NodeProto]:
-    """Mean action `x` -> clip [-1, 1] -> offset + scale * a -> clip [low, high] -> the
-    float32 output."""
+def _command_nodes(inits: _Initializers, x: str, amap: ActionMap) -> list[onnx.NodeProto]:
+    """Mean action `x` -> clip [-1, 1] -> base + gain * a -> clip [low, high] -> the
+    float32 output (base: the offset, or for an incremental map the last command read
+    from the observation)."""
     inits.const("one_lo", -1.0)
     inits.const("one_hi", 1.0)
-    inits.const("act_scale", scale)
-    inits.const("act_offset", offset)
-    inits.const("cmd_low", low)
-    inits.const("cmd_high", high)
-    return [
+    inits.const("act_scale", amap.gain)
+    inits.const("act_offset", amap.offset)
+    inits.const("cmd_low", amap.low)
+    inits.const("cmd_high", amap.high)
+    nodes = [
         helper.make_node("Clip", [x, "one_lo", "one_hi"], ["mean_clipped"]),
         helper.make_node("Mul", ["mean_clipped", "act_scale"], ["cmd_scaled"]),
-        helper.make_node("Add", ["cmd_scaled", "act_offset"], ["cmd_raw"]),
+    ]
+    base = "act_offset"
+    if amap.any_incremental:
+        inc = amap.incremental
+        at = np.where(inc, amap.last_obs, 0).astype(np.int64)
+        inits.tensors.append(numpy_helper.from_array(at, "last_at"))
+        inits.const("last_scale", np.where(inc, amap.scale, 0.0))
+        nodes += [
+            helper.make_node("Gather", ["obs_in", "last_at"], ["last_norm"], axis=1),
+            helper.make_node("Mul", ["last_norm", "last_scale"], ["last_span"]),
+            helper.make_node("Add", ["last_span", "act_offset"], ["cmd_base"]),
+        ]
+        base = "cmd_base"
+    return nodes + [
+        helper.make_node("Add", ["cmd_scaled", base], ["cmd_raw"]),
         # Clip with per-element bounds: Max(Min(x, high), low).
         helper.make_node("Min", ["cmd_raw", "cmd_high"], ["cmd_upper"]),
         helper.make_node("Max", ["cmd_upper", "cmd_low"], ["action_out"]),

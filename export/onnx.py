@@ -141,6 +141,7 @@ def _metadata(cfg: Any, ck: dict[str, Any], spec) -> dict[str, str]:
         "action.kp": json.dumps([a.kp for a in spec.actuators]),
         "action.kd": json.dumps([a.kd for a in spec.actuators]),
         "action.safe": json.dumps(spec.safe_command.tolist()),
+        **_incremental_metadata(spec),
         "train.config_hash": ck["config_hash"],
         "train.git_rev": ck["git_rev"],
         "train.checkpoint_sha256": file_sha256(cfg.checkpoint),
@@ -148,6 +149,18 @@ def _metadata(cfg: Any, ck: dict[str, Any], spec) -> dict[str, str]:
         "train.randomization": str((ck.get("randomization") or {}).get("name", "none")),
         "export.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "export.git_rev": git_revision(),
+    }
+
+
+def _incremental_metadata(spec) -> dict[str, str]:
+    """An incremental map's step per tick and where the graph reads the last command
+    (absent for an absolute map, so its files are as before)."""
+    amap = spec.action_map
+    if not amap.any_incremental:
+        return {}
+    return {
+        "action.step": json.dumps(amap.step.tolist()),
+        "action.last_obs": json.dumps(amap.last_obs.tolist()),
     }
 
 
@@ -167,7 +180,7 @@ def _torch_commands(cfg: Any, actor, spec) -> tuple[np.ndarray, np.ndarray]:
             actor.float()
         else:
             mu = actor(torch.from_numpy(obs)).double().numpy()
-    return obs, spec.action_to_command(mu)
+    return obs, spec.command_for(obs, mu)
 
 
 def _checked_model(cfg: Any, actor, spec, meta: dict[str, str]):
@@ -182,15 +195,7 @@ def _checked_model(cfg: Any, actor, spec, meta: dict[str, str]):
     obs, expected = _torch_commands(cfg, actor, spec)
 
     def _build(extra: dict[str, str]) -> onnx.ModelProto:
-        return build_graph(
-            actor,
-            spec.action_offset,
-            spec.action_scale,
-            spec.command_low,
-            spec.command_high,
-            {**meta, **extra},
-            cfg.precision,
-        )
+        return build_graph(actor, spec.action_map, {**meta, **extra}, cfg.precision)
 
     model = _build({})
     onnx.checker.check_model(model, full_check=True)

@@ -105,8 +105,12 @@ def import_graph() -> dict[str, set[str]]:
     mods = _modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for mod, path in mods.items():
-        for node in ast.walk(_tree(path)):
+        tree = _tree(path)
+        skip = _type_only(tree)
+        for node in ast.walk(tree):
             names: list[str] = []
+            if id(node) in skip:
+                continue
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -116,6 +120,18 @@ def import_graph() -> dict[str, set[str]]:
                 if t is not None and t != mod:
                     graph[mod].add(t)
     return graph
+
+
+def _type_only(tree: ast.Module) -> set[int]:
+    """Ids of the import nodes under `if TYPE_CHECKING:` (annotations only, never run)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            out.update(id(n) for b in node.body for n in ast.walk(b))
+    return out
 
 
 def floor_of(module: str) -> str:

@@ -24,6 +24,7 @@ from envs.batched import BatchedEnv
 from envs.gym_env import gym_id
 from envs.randomization import Binder, load, parse
 from envs.robots import get_entry, get_robot, robots, transport
+from envs.spec import SpecError
 from envs.task import RobotTask, physics_substeps
 from export.onnx import parity_observations
 from export.runtime import OnnxPolicy, PolicyMismatch
@@ -65,20 +66,44 @@ def test_spec_matches_its_mjcf(case):
 
 
 def test_action_mapping(case):
+    """Action 0 holds an incremental actuator's last command and gives an absolute one's
+    offset; +-1 moves each by its gain; actions clip to [-1, 1], commands to the limits;
+    an incremental map refuses to run without the last command, and the exported graph's
+    version (the last command read from the observation) agrees with the engine's."""
     _, _, spec = case
-    n = spec.act_dim
-    zero = spec.action_to_command(np.zeros((1, n)))[0]
+    n, amap = spec.act_dim, spec.action_map
     lo, hi = spec.command_low, spec.command_high
-    assert np.allclose(zero, np.clip(spec.action_offset, lo, hi))
-    plus = spec.action_to_command(np.ones((1, n)))[0]
-    minus = spec.action_to_command(-np.ones((1, n)))[0]
-    assert np.allclose(plus, np.clip(spec.action_offset + spec.action_scale, lo, hi))
-    assert np.allclose(minus, np.clip(spec.action_offset - spec.action_scale, lo, hi))
-    wild = spec.action_to_command(np.array([[50.0] * n, [-50.0] * n]))
+    last = lo + (hi - lo) * np.linspace(0.2, 0.8, n)  # inside the limits, not the middle
+    base = np.where(amap.incremental, last, spec.action_offset)
+    zero = spec.action_to_command(np.zeros((1, n)), last[None])[0]
+    assert np.allclose(zero, np.clip(base, lo, hi))
+    plus = spec.action_to_command(np.ones((1, n)), last[None])[0]
+    minus = spec.action_to_command(-np.ones((1, n)), last[None])[0]
+    assert np.allclose(plus, np.clip(base + amap.gain, lo, hi))
+    assert np.allclose(minus, np.clip(base - amap.gain, lo, hi))
+    assert np.all(amap.gain[amap.incremental] < (hi - lo)[amap.incremental])
+    wild = spec.action_to_command(np.array([[50.0] * n, [-50.0] * n]), np.stack([last, last]))
     assert np.all(wild >= lo) and np.all(wild <= hi)
     assert np.allclose(wild, np.stack([plus, minus]))  # actions clip to [-1, 1] first
+    if amap.any_incremental:
+        with pytest.raises(SpecError, match="last command"):
+            spec.action_to_command(np.zeros((1, n)))
+        obs = spec.observe(_readings(spec), _goal(spec), last[None])
+        a = np.linspace(-1, 1, n)[None]
+        np.testing.assert_allclose(
+            spec.command_for(obs, a), spec.action_to_command(a, last[None]), atol=1e-6
+        )
     for a in spec.actuators:  # the safe command is a command the controller accepts
         assert a.low <= a.safe <= a.high, a.name
+
+
+def _readings(spec) -> np.ndarray:
+    """One reading inside every sensor's envelope."""
+    return (0.5 * (spec.sensor_low + spec.sensor_high))[None]
+
+
+def _goal(spec) -> np.ndarray | None:
+    return np.zeros((1, spec.goal_dim)) if spec.goal_dim else None
 
 
 def test_hundred_env_steps_are_finite(case):
@@ -205,7 +230,7 @@ def test_train_export_deploy_replay(case, tmp_path):
     std = np.sqrt(actor.normalizer.var.numpy())
     obs = parity_observations(mean, std, 500, seed=3)
     with torch.no_grad():
-        ref = spec.action_to_command(actor(torch.from_numpy(obs)).double().numpy())
+        ref = spec.command_for(obs, actor(torch.from_numpy(obs)).double().numpy())
     assert np.max(np.abs(pol.act_batch(obs) - ref)) <= 1e-5
 
     # sim_robot (the controller, or the servos on their bus), 1 s of deploy, a replay

@@ -104,10 +104,17 @@ def test_joint_ranges_commands_and_servo_limits_as_documented(spec, model):
         dof = model.jnt_dofadr[jid]
         assert (model.dof_armature[dof], model.dof_damping[dof]) == (0.028, 0.60)
         assert model.dof_frictionloss[dof] == 0.052
-    mid = np.array([0.5 * (lo + hi) for lo, hi in documented.values()])
-    np.testing.assert_allclose(spec.action_to_command(np.zeros((1, 6)))[0], mid)
-    np.testing.assert_allclose(spec.action_to_command(np.ones((1, 6)))[0], spec.command_high)
-    np.testing.assert_allclose(spec.action_to_command(-np.ones((1, 6)))[0], spec.command_low)
+    # The goal moves from the last one by at most GOAL_RATE / control_hz a tick, within range.
+    mid = np.array([0.5 * (lo + hi) for lo, hi in documented.values()])[None]
+    step = so101.GOAL_RATE / spec.control_hz
+    assert 0.04 < step < 0.05  # 0.047 rad a tick at 50 Hz
+    np.testing.assert_allclose(spec.action_to_command(np.zeros((1, 6)), mid), mid)
+    np.testing.assert_allclose(spec.action_to_command(np.ones((1, 6)), mid), mid + step)
+    np.testing.assert_allclose(spec.action_to_command(-np.ones((1, 6)), mid), mid - step)
+    edge = spec.command_high[None] - 0.01
+    np.testing.assert_allclose(
+        spec.action_to_command(np.ones((1, 6)), edge), spec.command_high[None]
+    )
 
 
 @pytest.mark.parametrize("hz, steps", [(50.0, 4), (100.0, 2)])

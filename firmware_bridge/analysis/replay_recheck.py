@@ -85,4 +85,4 @@ def _torch_recheck(cfg, run, spec, obs: np.ndarray) -> np.ndarray:
         a = np.concatenate(
             [actor(torch.as_tensor(o[None], dtype=torch.float32)).numpy() for o in obs]
         )
-    return spec.action_to_command(a.astype(np.float64))
+    return spec.command_for(obs, a.astype(np.float64))

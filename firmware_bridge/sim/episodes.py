@@ -177,7 +177,7 @@ def _run(
             t = ticks * substeps * dt
             obs = spec.observe(sens[None], goal[None], last)[0]
             action = actor(torch.as_tensor(obs[None], dtype=torch.float32)).numpy()[0]
-            cmd = spec.action_to_command(action.astype(np.float64))
+            cmd = spec.action_to_command(action.astype(np.float64)[None], last)[0]
             _put_tick(rlog, ticks, t, sens, obs, cmd)
             trace[ticks] = sens
             ticks += 1

@@ -3,8 +3,9 @@
 The arm is TheRobotStudio's SO-101 follower (LeRobot's `so101_follower`); the model is
 so101.xml beside this file and every number's source is in README.md. Per servo the bus
 reports present position, speed and load (18 sensors, in that order: six positions, six
-speeds, six loads) and takes a goal position (six position actuators, action 0 = the middle
-of each joint's range, safe state: hold the measured pose). The arm's tasks are bound to
+speeds, six loads) and takes a goal position (six position actuators; the action moves each
+goal from its last value by up to `GOAL_RATE` / control_hz a tick, action 0 holds it; safe
+state: hold the measured pose). The arm's tasks are bound to
 this layout elsewhere (`tasks.py`); this module holds only the hardware.
 """
 
@@ -54,6 +55,12 @@ CONTROL_HZ = 50.0
 """Default policy rate (LeRobot drives the SO-101 at 30-50 Hz): 4 physics steps of 5 ms;
 100 Hz is 2 steps."""
 
+GOAL_RATE = 0.5 * NO_LOAD_SPEED
+"""Most a goal position moves per second (rad/s): half the no-load speed, 2.36 rad/s
+(0.047 rad a tick at 50 Hz). The policy steers each servo's goal from its last value by at
+most this (the incremental action map, `envs.action_map`), so the goal never runs further
+ahead of the joint than a loaded servo can follow, and holding still is action 0."""
+
 POSITION_MARGIN = 0.05
 """Room (rad) past a joint's range before its position reading is out of the envelope: the
 range edge is a soft limit that a fast move pushes a few mrad into (README.md)."""
@@ -101,7 +108,7 @@ def _actuator(joint: str) -> Actuator:
     lo, hi = JOINT_RANGE[joint]
     return Actuator(
         joint, "rad", lo, hi, kind="position", safe=0.5 * (lo + hi), center=0.5 * (lo + hi),
-        half_range=0.5 * (hi - lo), kp=KP, kd=KD, safe_mode="hold",
+        half_range=0.5 * (hi - lo), kp=KP, kd=KD, safe_mode="hold", rate=GOAL_RATE,
         position_sensor=f"{joint}_pos", bus_id=SERVO_IDS[joint],
     )  # fmt: skip
 
@@ -111,7 +118,7 @@ def layout(control_hz: float = CONTROL_HZ) -> RobotSpec:
     their limits, at `control_hz` (50 Hz by default; 100 Hz works as well)."""
     return RobotSpec(
         name=NAME,
-        version=1,
+        version=2,
         xml="so101.xml",
         sensors=_sensors(),
         actuators=tuple(_actuator(j) for j in JOINTS),

@@ -105,12 +105,13 @@ class Reach(Objective):
     """Start poses: uniform in the middle 60 % of each joint's range, at rest."""
     target_spread: float = 0.8
     """Targets: the tip of a pose uniform in the middle 80 % of each joint's range."""
-    rate_cost: float = 0.2
-    """Reward charge per unit of squared command change per tick (in action units)."""
+    rate_cost: float = 0.05
+    """Reward charge per unit of squared command change per tick, in units of the most a
+    goal may move in one tick (`GOAL_RATE` / control_hz): the action's own scale."""
 
     def observe(self, spec: RobotSpec, sensors: np.ndarray, inputs: TaskInputs) -> np.ndarray:
         err = tip_position(spec, sensors) - inputs.goal
-        last = (inputs.last_command - spec.action_offset) / spec.action_scale
+        last = spec.action_map.normalized(inputs.last_command)
         parts = (sensors[..., _POS], 0.1 * sensors[..., _VEL], inputs.goal, err, last)
         return np.concatenate(parts, axis=-1).astype(np.float32)
 
@@ -124,7 +125,7 @@ class Reach(Objective):
     ) -> np.ndarray:
         d = np.linalg.norm(tip_position(spec, sensors) - inputs.goal, axis=-1)
         close = 1.0 - np.tanh(d / 0.1) + 0.5 * (1.0 - np.tanh(d / TIP_TOL))
-        step = (command - inputs.last_command) / spec.action_scale
+        step = (command - inputs.last_command) / spec.action_map.gain
         rate = self.rate_cost * np.sum(np.square(step), axis=-1)
         return close - rate - 10.0 * self.terminated(spec, sensors)
 

@@ -338,7 +338,9 @@ static void test_options(void)
         CHECK(st.sensors[0] == (i == 0 ? 0.1f : i == 1 ? 0.2f : 0.3f));
     }
     CHECK(st.sensors[1] == 2.5f && st.sensors[3] == -2.0f);
-    /* A 30 ms watchdog. */
+    /* A 30 ms watchdog: trips at the limit, not before; the upper bound leaves room for a
+     * loaded machine's scheduling (32.45 ms seen under ASan at load 2; the default 50 ms
+     * limit trips at 50.06 ms in the other test). */
     send_msg(&p, PR_MSG_ENABLE, NULL, 0);
     CHECK(wait_for(&p, PR_MSG_FAULT, 1.0));
     sleep_ms(20);
@@ -346,7 +348,7 @@ static void test_options(void)
         char line[1024];
         if (log_contains(&p, "watchdog tripped: no valid COMMAND for ", line, sizeof line)) {
             double ms = atof(strstr(line, "for ") + 4);
-            CHECK(ms >= 30.0 && ms <= 32.0);
+            CHECK(ms >= 30.0 && ms <= 40.0);
         } else {
             CHECK(0);
         }
