@@ -1,0 +1,131 @@
+"""Automatic domain randomization's ranges (envs/adr.py) on toy success signals, exactly:
+an edge widens when success at it is high, narrows when low, stays between the thresholds,
+never passes its hard bound or the nominal; the state survives a save and load bit for bit;
+a bad `adaptive:` config is one error naming its key."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from envs.adr import AdrError, AdrState, parse_adr
+
+CFG = {
+    "share": 0.2,
+    "episodes": 4,
+    "widen_above": 0.75,
+    "narrow_below": 0.5,
+    "params": {
+        "mass": {"nominal": 1.0, "bounds": [0.5, 1.5], "step": 0.125},
+        "latency_s": {"nominal": 0.0, "bounds": [0.0, 0.05], "step": 0.0078125},
+    },
+}
+
+
+def _state() -> AdrState:
+    return AdrState(parse_adr(CFG))
+
+
+def _probe(s: AdrState, param: int, side: int, successes: list[bool]) -> list[int]:
+    return [s.record(param, side, ok) for ok in successes]
+
+
+def test_ranges_start_at_the_nominal():
+    s = _state()
+    assert s.ranges() == {"mass": [1.0, 1.0], "latency_s": [0.0, 0.0]}
+    assert s.probe_count(128) == 26 and s.probe_count(2) == 1
+
+
+def test_an_edge_widens_when_success_is_high_and_stops_at_its_bound():
+    s = _state()
+    assert _probe(s, 0, 1, [True, True, True, False]) == [0, 0, 0, 1]  # 3/4 >= 0.75
+    assert s.ranges()["mass"] == [1.0, 1.125]
+    for _ in range(10):
+        _probe(s, 0, 1, [True] * 4)
+    assert s.ranges()["mass"] == [1.0, 1.5]  # the hard bound
+    assert _probe(s, 0, 1, [True] * 4) == [0, 0, 0, 0]  # at the bound: no move reported
+    _probe(s, 0, 0, [True] * 4)
+    assert s.ranges()["mass"] == [0.875, 1.5]  # the low edge moves on its own
+
+
+def test_an_edge_narrows_when_success_is_low_never_past_the_nominal():
+    s = _state()
+    for _ in range(2):
+        _probe(s, 0, 0, [True] * 4)
+    assert s.ranges()["mass"] == [0.75, 1.0]
+    assert _probe(s, 0, 0, [True, False, False, False]) == [0, 0, 0, -1]  # 1/4 < 0.5
+    assert s.ranges()["mass"] == [0.875, 1.0]
+    for _ in range(5):
+        _probe(s, 0, 0, [False] * 4)
+    assert s.ranges()["mass"] == [1.0, 1.0]
+    _probe(s, 0, 1, [False] * 4)  # narrowing a range that never grew: stays at the nominal
+    assert s.ranges()["mass"] == [1.0, 1.0]
+
+
+def test_between_the_thresholds_the_edge_stays_and_the_buffer_restarts():
+    s = _state()
+    assert _probe(s, 1, 1, [True, True, False, False]) == [0, 0, 0, 0]  # 0.5: neither
+    assert s.ranges()["latency_s"] == [0.0, 0.0]
+    assert s.count[1, 1] == 0 and s.hits[1, 1] == 0
+
+
+def test_a_closed_loop_settles_where_success_turns():
+    """Success iff the probed edge is within 0.25 of the nominal: the high edge climbs to
+    1.25, fails at 1.375 and narrows back, so it ends at 1.25 or 1.375, never beyond."""
+    s = _state()
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(400):
+        for param, side in s.assign(rng, 4):
+            ok = abs(s.edge(param, side) - s.config.params[param].nominal) <= 0.25
+            s.record(int(param), int(side), ok)
+        seen.add(s.ranges()["mass"][1])
+    assert s.ranges()["mass"][1] in (1.25, 1.375) and max(seen) == 1.375
+    assert s.ranges()["mass"][0] in (0.75, 0.625)
+    # latency: its low edge is its bound; its high edge is always within 0.25 of the
+    # nominal, so it widened to its bound (6 steps make 0.046875, the 7th is clipped)
+    assert s.ranges()["latency_s"] == [0.0, 0.05]
+
+
+def test_state_survives_save_and_load_bit_for_bit():
+    a, rng = _state(), np.random.default_rng(1)
+    for _ in range(37):
+        for param, side in a.assign(rng, 3):
+            a.record(int(param), int(side), bool(rng.random() < 0.7))
+    b = _state()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    for x, y in ((a.low, b.low), (a.high, b.high), (a.hits, b.hits), (a.count, b.count)):
+        assert np.array_equal(x, y) and x.dtype == y.dtype
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(20):  # and both go on identically
+        for (p1, s1), (p2, s2) in zip(a.assign(r1, 3), b.assign(r2, 3), strict=True):
+            ok = bool(r1.random() < 0.6)
+            assert a.record(int(p1), int(s1), ok) == b.record(int(p2), int(s2), ok)
+            r2.random()
+    assert a.state_dict() == b.state_dict()
+    other = AdrState(parse_adr({**CFG, "params": {"mass": CFG["params"]["mass"]}}))
+    with pytest.raises(AdrError, match="saved for"):
+        other.load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"params": {"mass": {"nominal": 2.0, "bounds": [0.5, 1.5], "step": 0.1}}}, "mass.bounds"),
+        ({"params": {"mass": {"nominal": 1.0, "bounds": [0.5, 1.5], "step": 0.0}}}, "mass.step"),
+        ({"params": {"mass": {"nominal": 1.0, "bounds": [0.5, 1.5], "step": -1}}}, "mass.step"),
+        ({"widen_above": 0.4}, "thresholds out of order"),
+        ({"narrow_below": 0.9, "widen_above": 0.8}, "thresholds out of order"),
+        ({"share": 1.5}, "share"),
+        ({"episodes": 0}, "episodes"),
+        ({"params": {}}, "params"),
+        ({"params": {"mass": {"nominal": 1.0, "bounds": [0.5, 1.5]}}}, "missing 'step'"),
+        ({"windows": 3}, "unknown key 'windows'"),
+    ],
+)
+def test_bad_config_names_the_key(change, key):
+    with pytest.raises(AdrError, match=key.replace("(", r"\(")) as e:
+        parse_adr({**CFG, **change})
+    assert "\n" not in str(e.value)
