@@ -84,6 +84,16 @@ def parse_adr(cfg: Any, where: str = "randomization.adaptive") -> AdrConfig:
     return AdrConfig(out, share, episodes, hi, lo)
 
 
+def check_names(cfg: AdrConfig, known: set[str], where: str) -> None:
+    """Every adaptive parameter is one the randomization draws (`known`)."""
+    for p in cfg.params:
+        if p.name not in known:
+            raise AdrError(
+                f"{where}.params.{p.name}: not a parameter of this randomization "
+                f"(one of {sorted(known)})"
+            )
+
+
 def _number(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise AdrError(f"{where}: expected a number, got {v!r}")

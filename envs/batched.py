@@ -23,6 +23,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from mujoco.batch import Batch
 
+from envs.adr_sampler import AdrSampler
 from envs.plant import PlantModel, ctrl_bounds
 from envs.randomization import Binder, Randomization
 from envs.task import StepView, Task
@@ -67,6 +68,10 @@ class BatchedEnv(VectorEnv):
         self.binder = (
             Binder(self.rand, self.nominal, task.sensor_names) if not self.rand.is_empty else None
         )
+        self.adr = AdrSampler(self.rand.adaptive, n) if self.rand.adaptive else None
+        """Automatic domain randomization's ranges and probes (`envs.adr_sampler`), or None."""
+        if self.adr is not None and not task.has_success:
+            raise ValueError("adaptive randomization needs a task with a success test")
         self._init_layout()
         self._init_buffers()
         self._init_plant(seed)
@@ -140,12 +145,19 @@ class BatchedEnv(VectorEnv):
             base_resolution=getattr(getattr(task, "spec", None), "resolution", np.zeros(ns)),
             obs_noise_std=self.binder.obs_noise_std if self.binder else np.zeros(ns),
             action_noise_std=self.rand.action_noise_std,
-            max_latency_s=self.rand.latency_s.bounds[1] if self.rand.latency_s else 0.0,
+            max_latency_s=self._max_latency_s(),
             command_interval=self.substeps,
             seed=seed,
         )
         self.sensor_bias = self.plant.bias
         """(N, n_sensors) each env's sensor bias (the plant's array)."""
+
+    def _max_latency_s(self) -> float:
+        """The most latency an episode may draw (an adaptive range's hard bound included)."""
+        lat = self.rand.latency_s.bounds[1] if self.rand.latency_s else 0.0
+        adr = self.rand.adaptive
+        hard = [p.upper for p in adr.params if p.name == "latency_s"] if adr else []
+        return max([lat, *hard])
 
     def _init_spaces(self) -> None:
         task, n = self.task, self.num_envs
@@ -208,6 +220,8 @@ class BatchedEnv(VectorEnv):
             if self._trace is not None:
                 ok = task.success(self._trace[ids], self.goal[ids]) & truncated[ids]
                 ep["success"] = ok
+                if self.adr is not None:
+                    self.adr.finished(ids, ok)
             info["episode"] = ep
             self._reset_envs(ids)
         return self.obs.copy(), reward, terminated, truncated, info
@@ -239,6 +253,7 @@ class BatchedEnv(VectorEnv):
         d["trace"] = None if self._trace is None else self._trace.copy()
         d["plant"] = self.plant.snapshot()
         d["rng"] = self._rng.bit_generator.state
+        d["adr"] = None if self.adr is None else self.adr.snapshot()
         if self.binder is not None:
             d["models"] = [
                 [np.array(getattr(m, b.attr)[b.rows]) for b in self.binder.bound]
@@ -259,6 +274,8 @@ class BatchedEnv(VectorEnv):
             self._trace[...] = d["trace"]
         self.plant.restore(d["plant"])
         self._rng.bit_generator.state = d["rng"]
+        if self.adr is not None and d.get("adr") is not None:
+            self.adr.restore(d["adr"])
         if self.binder is not None and "models" in d:
             for m, vals in zip(self.models, d["models"], strict=True):
                 for b, v in zip(self.binder.bound, vals[:-1], strict=True):
@@ -323,7 +340,7 @@ class BatchedEnv(VectorEnv):
         task, rng = self.task, self._rng
         if self.binder is not None:
             for i in ids:
-                p = self.binder.sample(rng)
+                p = self.binder.sample(rng, self.adr.dists(rng, i) if self.adr else None)
                 self.binder.apply(self.models[i], p)
                 self.plant.configure(i, p.latency_s, p.sensor_bias, p.resolution_scale)
         qpos, qvel = task.initial_state(self.nominal, rng, ids.size)

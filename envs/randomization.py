@@ -24,6 +24,7 @@ import mujoco
 import numpy as np
 import yaml
 
+from envs.adr import AdrConfig, AdrError, check_names, parse_adr
 from ppo_robot.paths import find_config_file
 
 
@@ -150,6 +151,9 @@ class Randomization:
     push_prob: float = 0.0
     push_force: float = 0.0
     push_body: str = ""
+    adaptive: AdrConfig | None = None
+    """Automatic domain randomization of some of the parameters (`envs.adr`); their own
+    distributions above are then unused (the ranges start at the nominal and adapt)."""
 
     @property
     def is_empty(self) -> bool:
@@ -180,10 +184,11 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
     extra = set(cfg) - _TOP_KEYS
     if extra:
         raise RandomizationError(f"{where}: unknown key '{sorted(extra)[0]}'")
+    adaptive = _adaptive(cfg, where)
     fields: list[FieldRange] = []
     for key, p in (cfg.get("params") or {}).items():
         if p is not None:  # None: removed by an override (randomization.params.X=null)
-            fields.append(_param(str(key), p, f"{where}.params.{key}", fields))
+            fields.append(_param(str(key), p, f"{where}.params.{key}", fields, adaptive))
     push = cfg.get("push") or {}
     extra = set(push) - {"prob", "force", "body"}
     if extra:
@@ -201,9 +206,11 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
             raise RandomizationError(f"{where}.{k}: must be >= 0, got {f}")
         return f
 
+    latency = _opt("latency_s")
+    _check_adaptive(adaptive, fields, latency, where)
     return Randomization(
         fields=tuple(fields),
-        latency_s=_opt("latency_s"),
+        latency_s=latency,
         action_noise_std=_nonneg("action_noise_std", cfg.get("action_noise_std", 0.0) or 0.0),
         obs_noise_std={
             str(k): _nonneg(f"obs_noise_std.{k}", v)
@@ -218,7 +225,30 @@ def parse(cfg: Any, where: str = "randomization") -> Randomization:
         push_prob=_nonneg("push.prob", push.get("prob", 0.0)),
         push_force=_nonneg("push.force", push.get("force", 0.0)),
         push_body=str(push.get("body", "")),
+        adaptive=adaptive,
     )
+
+
+def _adaptive(cfg: dict, where: str) -> AdrConfig | None:
+    """The `adaptive:` section, parsed (`envs.adr.parse_adr`), or None."""
+    if cfg.get("adaptive") is None:
+        return None
+    try:
+        return parse_adr(cfg["adaptive"], f"{where}.adaptive")
+    except AdrError as e:
+        raise RandomizationError(str(e)) from None
+
+
+def _check_adaptive(
+    adaptive: AdrConfig | None, fields: list[FieldRange], latency: Dist | None, where: str
+) -> None:
+    """Every adaptive parameter is a `params` entry of its own draw or `latency_s`."""
+    if adaptive is not None:
+        own = {f.key for f in fields if f.same_as is None} | ({"latency_s"} if latency else set())
+        try:
+            check_names(adaptive, own, f"{where}.adaptive")
+        except AdrError as e:
+            raise RandomizationError(str(e)) from None
 
 
 _PARAM_KEYS = {
@@ -237,9 +267,11 @@ _PARAM_KEYS = {
 }
 
 
-def _param(key: str, p: Any, w: str, earlier: list[FieldRange]) -> FieldRange:
+def _param(
+    key: str, p: Any, w: str, earlier: list[FieldRange], adaptive: AdrConfig | None = None
+) -> FieldRange:
     """One entry of `params` (`w`: where it is, for messages); `earlier`: those before it
-    (a `same_as` names one of them)."""
+    (a `same_as` names one of them); an adaptive one needs no distribution (its nominal)."""
     if not isinstance(p, dict):
         raise RandomizationError(f"{w}: expected a mapping")
     extra = set(p) - _PARAM_KEYS
@@ -256,6 +288,9 @@ def _param(key: str, p: Any, w: str, earlier: list[FieldRange]) -> FieldRange:
     index = None if index is None else tuple(int(i) for i in np.atleast_1d(index))
     dist_keys = {k: p[k] for k in ("dist", "low", "high", "mean", "std", "value") if k in p}
     same_as = p.get("same_as")
+    nominal = {a.name: a.nominal for a in (adaptive.params if adaptive else ())}
+    if same_as is None and key in nominal and not dist_keys:
+        dist_keys = {"value": nominal[key]}
     if same_as is None:
         return FieldRange(key, str(p["field"]), targets, op, parse_dist(w, dist_keys), index)
     if str(same_as) not in {f.key for f in earlier}:
@@ -378,12 +413,17 @@ class Binder:
         nominal = np.array(arr[rows][:, cols] if arr.ndim == 2 else arr[rows], dtype=np.float64)
         return _BoundField(f, f.field, rows, cols, nominal)
 
-    def sample(self, rng: np.random.Generator) -> Perturbation:
-        """A pure function of the nominal model and the generator."""
+    def sample(
+        self, rng: np.random.Generator, dists: dict[str, Dist] | None = None
+    ) -> Perturbation:
+        """A pure function of the nominal model and the generator; `dists` replaces some
+        parameters' distributions (by key, `latency_s` included: adaptive ranges)."""
         vals, draws = [], {}
+        dists = dists or {}
         for b in self.bound:
             if b.rng.same_as is None:
-                s = draws[b.rng.key] = b.rng.dist.sample(rng, b.nominal.shape)
+                d = dists.get(b.rng.key, b.rng.dist)
+                s = draws[b.rng.key] = d.sample(rng, b.nominal.shape)
             else:
                 s = draws[b.rng.same_as]
             if b.rng.op == "scale":
@@ -393,7 +433,8 @@ class Binder:
             else:
                 vals.append(s)
         r = self.rand
-        latency = float(r.latency_s.sample(rng)) if r.latency_s else 0.0
+        lat = dists.get("latency_s", r.latency_s)
+        latency = float(lat.sample(rng)) if lat else 0.0
         bias = None
         if any(d is not None for d in self.bias_dists):
             bias = np.array([float(d.sample(rng)) if d else 0.0 for d in self.bias_dists])

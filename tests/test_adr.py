@@ -5,12 +5,19 @@ a bad `adaptive:` config is one error naming its key."""
 
 from __future__ import annotations
 
+import copy
 import json
 
+import mujoco
 import numpy as np
 import pytest
 
 from envs.adr import AdrError, AdrState, parse_adr
+from envs.batched import BatchedEnv
+from envs.randomization import load
+from envs.robots import get_robot
+from envs.task import RobotTask
+from tests.conftest import ROOT, run_cli
 
 CFG = {
     "share": 0.2,
@@ -129,3 +136,65 @@ def test_bad_config_names_the_key(change, key):
     with pytest.raises(AdrError, match=key.replace("(", r"\(")) as e:
         parse_adr({**CFG, **change})
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------- in the engine
+
+ADAPTIVE = ROOT / "configs" / "randomization" / "furuta" / "adaptive.yaml"
+
+
+def _env(n: int = 20, seed: int = 0) -> BatchedEnv:
+    return BatchedEnv(
+        RobotTask(get_robot("furuta")), n, seed=seed, nthread=1, randomization=load(ADAPTIVE)
+    )
+
+
+def test_probe_envs_run_their_episode_at_the_edge():
+    env = _env()
+    adr, s = env.adr, env.adr.state
+    s.low[:] = [0.7, 0.8, 0.5, 0.5, 0.0]
+    s.high[:] = [1.3, 1.2, 2.0, 2.0, 0.02]
+    env.reset(seed=1)
+    body = mujoco.mj_name2id(env.nominal, mujoco.mjtObj.mjOBJ_BODY, "pendulum")
+    nominal = env.nominal.body_mass[body]
+    assert adr.first_probe == 17  # 15 % of 20, the last envs
+    assert np.all(adr.assigned[:17] == -1) and np.all(adr.assigned[17:] >= 0)
+    for i, m in enumerate(env.models):
+        scale = m.body_mass[body] / nominal
+        if tuple(adr.assigned[i]) in ((0, 0), (0, 1)):
+            assert scale == pytest.approx(s.edge(0, adr.assigned[i][1]), abs=1e-12)
+        else:
+            assert 0.7 <= scale <= 1.3
+    env.close()
+
+
+def test_probe_results_update_the_ranges_and_resume_bit_for_bit():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (900, 12, 1))
+    a = _env(12, seed=2)
+    a.reset(seed=2)
+    for t in range(900):
+        if t == 450:
+            snap = copy.deepcopy(a.snapshot())
+        a.step(actions[t])
+    assert a.adr.state.count.sum() + a.adr.narrowed > 0  # probes finished and were counted
+    b = _env(12, seed=99)
+    b.reset(seed=5)
+    b.restore(snap)
+    for t in range(450, 900):
+        b.step(actions[t])
+    assert a.adr.state.state_dict() == b.adr.state.state_dict()
+    assert np.array_equal(a.adr.assigned, b.adr.assigned) and np.array_equal(a.obs, b.obs)
+
+
+def test_train_refuses_a_bad_adaptive_config_in_one_line():
+    p = run_cli(
+        "ppo_robot.train",
+        "randomization=furuta/adaptive",
+        "randomization.adaptive.params.damping.step=0",
+        "total_steps=1000",
+        timeout=120,
+    )
+    assert p.returncode == 2, p.stderr
+    assert "adaptive.params.damping.step" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -1,0 +1,69 @@
+"""Automatic domain randomization in the engine: which envs probe an edge, what each env's
+next episode draws, and the ranges' update from the probes' success.
+
+The last `AdrState.probe_count(num_envs)` envs of a batch are the probes. At each reset a
+probe env is given one (parameter, side) and runs its episode with that parameter at that
+edge of its current range and every other adaptive parameter uniform inside its range; the
+other envs draw every adaptive parameter uniform inside its range. When a probe's episode
+ends its success goes to the edge's buffer (`AdrState.record`). The state and the probes'
+assignments are part of the env's snapshot, so a resumed run goes on bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from envs.adr import AdrConfig, AdrState
+from envs.randomization import Dist
+
+
+class AdrSampler:
+    """The adaptive ranges of one env batch."""
+
+    def __init__(self, config: AdrConfig, num_envs: int) -> None:
+        self.state = AdrState(config)
+        self.num_envs = num_envs
+        self.first_probe = num_envs - self.state.probe_count(num_envs)
+        """Envs at or above this index are probes."""
+        self.assigned = np.full((num_envs, 2), -1, dtype=np.int64)
+        """Per env, the (parameter, side) its running episode probes; -1: none."""
+        self.widened = 0
+        self.narrowed = 0
+
+    def dists(self, rng: np.random.Generator, env: int) -> dict[str, Dist]:
+        """The distributions of env `env`'s next episode, by parameter key."""
+        s = self.state
+        out = {
+            n: Dist("uniform", low=float(lo), high=float(hi))
+            for n, lo, hi in zip(s.names, s.low, s.high, strict=True)
+        }
+        if env >= self.first_probe:
+            param, side = (int(x) for x in s.assign(rng, 1)[0])
+            self.assigned[env] = (param, side)
+            out[s.names[param]] = Dist("fixed", value=s.edge(param, side))
+        return out
+
+    def finished(self, ids: np.ndarray, success: np.ndarray) -> None:
+        """Episodes of envs `ids` ended with `success`: the probes' results recorded."""
+        for i, ok in zip(ids, success, strict=True):
+            param, side = self.assigned[i]
+            if param < 0:
+                continue
+            moved = self.state.record(int(param), int(side), bool(ok))
+            self.widened += moved > 0
+            self.narrowed += moved < 0
+            self.assigned[i] = -1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": self.state.state_dict(),
+            "assigned": self.assigned.copy(),
+            "moves": (self.widened, self.narrowed),
+        }
+
+    def restore(self, d: dict[str, Any]) -> None:
+        self.state.load_state_dict(d["state"])
+        self.assigned[...] = d["assigned"]
+        self.widened, self.narrowed = d["moves"]
