@@ -11,6 +11,9 @@ JSON line.
 
     python benchmarks/transfer.py                 # full: 3 x 3 policies, 3 episodes each (< 60 min)
     python benchmarks/transfer.py --quick         # none + default, 1 seed, 2 episodes (< 10 min)
+    python benchmarks/transfer.py --set edge --randomizations default adaptive
+        # the edge plants (configs/realities/furuta/edge/: 20-35 ms latency, mass x0.6 / x1.4,
+        # motor x0.7 / x1.3, friction x3, damping x2.5, combinations), outputs docs/transfer_edge.*
 """
 
 from __future__ import annotations
@@ -30,7 +33,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._util import ROOT, cli, machine  # noqa: E402
 
-REALITIES = sorted((ROOT / "configs" / "realities" / "furuta").glob("*.yaml"))
+REALITY_DIR = ROOT / "configs" / "realities" / "furuta"
+REALITIES = sorted(REALITY_DIR.glob("*.yaml"))
+"""The shipped realities; `--set NAME` takes those of REALITY_DIR/NAME/ instead."""
+
+
+def _realities(name: str | None) -> list[Path]:
+    if name is None:
+        return REALITIES
+    found = sorted((REALITY_DIR / name).glob("*.yaml"))
+    if not found:
+        sys.exit(f"--set {name}: no realities in {REALITY_DIR / name}")
+    return found
 
 
 def train_and_export(rand: str, seed: int, work: Path, total_steps: int | None) -> Path:
@@ -115,9 +129,14 @@ def main() -> None:
     ap.add_argument("--episodes", type=int)
     ap.add_argument("--workers", type=int, default=2, help="deploy pairs run at once")
     ap.add_argument("--total-steps", type=int, default=None, help="override training length")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "transfer"))
+    ap.add_argument("--out", default=None, help="default: docs/transfer[_SET]")
+    ap.add_argument("--set", default=None, help="a realities subfolder, e.g. edge")
+    ap.add_argument("--randomizations", nargs="+", help="default: none default strong")
     args = ap.parse_args()
-    rands = ["none", "default"] if args.quick else ["none", "default", "strong"]
+    realities = _realities(args.set)
+    rands = args.randomizations or (
+        ["none", "default"] if args.quick else ["none", "default", "strong"]
+    )
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     episodes = args.episodes or (2 if args.quick else 3)
     t0 = time.time()
@@ -127,7 +146,7 @@ def main() -> None:
             (r, s): train_and_export(r, s, work, args.total_steps) for r in rands for s in seeds
         }
         t_train = time.time() - t0
-        jobs = [(key, reality) for key in policies for reality in REALITIES]
+        jobs = [(key, reality) for key in policies for reality in realities]
         with ThreadPoolExecutor(args.workers) as ex:
             futs = {
                 (key, reality.stem): ex.submit(
@@ -144,7 +163,7 @@ def main() -> None:
     per_rand = {
         r: {
             reality.stem: float(np.mean([table[f"{r}-s{s}"][reality.stem] for s in seeds]))
-            for reality in REALITIES
+            for reality in realities
         }
         for r in rands
     }
@@ -156,7 +175,7 @@ def main() -> None:
         "randomizations": rands,
         "seeds": seeds,
         "episodes_per_reality": episodes,
-        "realities": [r.stem for r in REALITIES],
+        "realities": [r.stem for r in realities],
         "success": table,
         "success_by_randomization": per_rand,
         "overall_success": overall,
@@ -166,9 +185,9 @@ def main() -> None:
         "wall_s": round(time.time() - t0, 1),
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/transfer.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python benchmarks/transfer.py", *sys.argv[1:]]),
     }
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "docs" / ("transfer" + (f"_{args.set}" if args.set else "")))
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     (out.parent / f"{out.name}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -157,6 +157,8 @@ def test_its_realities_and_randomizations_bind_to_its_model(case):
         Binder(r, model, names)
     for f in rands:
         Binder(parse(yaml.safe_load(f.read_text())), model, names)
+    for f in sorted((config_dir() / "realities" / robot).glob("*/*.yaml")):  # edge/ and such
+        Binder(load(f), model, names)
 
 
 # ----------------------------------------------------------------------------- end to end
