@@ -31,6 +31,18 @@ class AdrSampler:
         """Per env, the (parameter, side) its running episode probes; -1: none."""
         self.widened = 0
         self.narrowed = 0
+        self.frozen = False
+        """True: no probes, no updates: every env draws inside the ranges as they are (an
+        evaluation of what training reached)."""
+
+    def freeze(self, ranges: dict[str, Any] | None = None) -> None:
+        """Stop probing and adapting; `ranges` (a `state_dict`, e.g. from a checkpoint or
+        the training env) sets the ranges first."""
+        if ranges is not None:
+            self.state.load_state_dict(ranges)
+        self.frozen = True
+        self.first_probe = self.num_envs
+        self.assigned[:] = -1
 
     def dists(self, rng: np.random.Generator, env: int) -> dict[str, Dist]:
         """The distributions of env `env`'s next episode, by parameter key."""
@@ -47,6 +59,8 @@ class AdrSampler:
 
     def finished(self, ids: np.ndarray, success: np.ndarray) -> None:
         """Episodes of envs `ids` ended with `success`: the probes' results recorded."""
+        if self.frozen:
+            return
         for i, ok in zip(ids, success, strict=True):
             param, side = self.assigned[i]
             if param < 0:
