@@ -189,22 +189,32 @@ def _missing(e: Exception) -> str:
 def robot_group_args(argv: list[str]) -> list[str]:
     """`randomization=default` -> `randomization=furuta/default`: a bare option of a
     per-robot group read as the robot's (`env.robot=`, else the `env=` file's robot, else
-    the one robot that has it)."""
+    `robot=`, else the one robot that has it). `excitation=prbs robot=so101` likewise; a
+    `source=excitation` run of a robot with a default excitation (robot.yaml `excitation`)
+    and no `excitation=` gets that one."""
     import yaml
 
     from ppo_robot.paths import config_dir, robot_option
 
-    given = dict(a.split("=", 1) for a in argv if a.startswith(("env=", "env.robot=")))
+    given = dict(a.split("=", 1) for a in argv if a.startswith(("env=", "env.robot=", "robot=")))
     robot = given.get("env.robot")
     env_file = config_dir() / "env" / f"{given.get('env', '')}.yaml"
     if robot is None and "env" in given and env_file.is_file():
         robot = ((yaml.safe_load(env_file.read_text()) or {}).get("env") or {}).get("robot")
+    robot = robot or given.get("robot")
     out = []
     for a in argv:
         key, eq, val = a.partition("=")
-        if eq and key.lstrip("+~") == "randomization" and "(" not in val:  # a, or a,b (-m)
-            a = f"{key}={','.join(robot_option('randomization', v, robot) for v in val.split(','))}"
+        group = key.lstrip("+~")
+        if eq and group in ("randomization", "excitation") and "(" not in val:  # a, or a,b (-m)
+            a = f"{key}={','.join(robot_option(group, v, robot) for v in val.split(','))}"
         out.append(a)
+    if "source=excitation" in argv and robot and not any(a.startswith("excitation=") for a in argv):
+        from envs.robots import settings
+
+        default = settings(robot).get("excitation")
+        if default:
+            out.append(f"excitation={robot_option('excitation', str(default), robot)}")
     return out
 
 
