@@ -42,6 +42,9 @@ class ReplayConfig:
     fit_latency_step_s: float | None = None
     """... and of the latency, s (null: the robot's `fit_latency_step_s`, else
     sysid.LATENCY_STEP_S)."""
+    fit_robust_scale: float | None = None
+    """A soft-L1 loss from this normalized error up (null: the robot's robot.yaml
+    `fit_robust_scale`, else plain least squares)."""
     render: bool = False
     """Render the replay to MP4 (MuJoCo offscreen, headless EGL or OSMesa)."""
     render_fps: int = 30

@@ -93,10 +93,15 @@ def _robot_windows(cfg: Any, run: dict[str, Any]) -> None:
             cfg[k] = float(own[k])
     from firmware_bridge.analysis.sysid import FIT_STEP, LATENCY_STEP_S
 
-    for k, default in (("fit_step", FIT_STEP), ("fit_latency_step_s", LATENCY_STEP_S)):
-        if cfg[k] is None:
+    for k, default in (
+        ("fit_step", FIT_STEP),
+        ("fit_latency_step_s", LATENCY_STEP_S),
+        ("fit_robust_scale", None),
+    ):
+        if cfg[k] is None and (own or {}).get(k, default) is not None:
             cfg[k] = float((own or {}).get(k, default))
-    for k in ("rmse_horizon_s", "window_s", "divergence_frac", "fit_step", "fit_latency_step_s"):
+    checked = ("fit_step", "fit_latency_step_s", "fit_robust_scale")
+    for k in ("rmse_horizon_s", "window_s", "divergence_frac", *checked):
         if cfg[k] is not None and float(cfg[k]) <= 0:
             raise UserError(f"{k} must be > 0, got {cfg[k]}")
 

@@ -126,6 +126,7 @@ def fit(
     max_nfev: int = 60,
     step: float = FIT_STEP,
     latency_step_s: float = LATENCY_STEP_S,
+    robust_scale: float | None = None,
 ) -> FitResult:
     """Least-squares fit of log-multipliers (and latency) on multiple-shooting windows.
 
@@ -136,14 +137,19 @@ def fit(
     earliest time the bracket allows and the fitted latency is the delay from there.
     `step` and `latency_step_s`: the differences of the Jacobian (a multiplier's log, the
     latency); a plant whose objective ripples on a finer scale needs larger ones.
+    `robust_scale`: minimize a soft-L1 loss whose quadratic part ends at this normalized
+    error, so that windows the model cannot follow (an emulator that fell behind real time,
+    a knock on the arm) weigh like errors of that size (None: plain least squares).
     """
     pb = _FitProblem(sim, traces, names, latency_s, window_s, bound, (step, latency_step_s))
+    pb.robust_scale = robust_scale
     timing_only = np.arange(pb.x0.size) >= pb.npar
     x_before, _ = pb.solve(pb.x0, timing_only, max_nfev)
-    x_after, message = pb.solve(pb.latency_start(x_before), np.ones(pb.x0.size, dtype=bool), max_nfev)
+    x_after, message = pb.solve(
+        pb.latency_start(x_before), np.ones(pb.x0.size, dtype=bool), max_nfev
+    )
     r0, r1 = pb.residuals_many([x_before, x_after])
     return pb.result(x_after, r0, r1, message)
-
 
 
 class _FitProblem:
@@ -180,6 +186,7 @@ class _FitProblem:
             self.hi[lat_i] = max(0.1, 2 * latency_s)
             self.step[lat_i], self.xscale[lat_i] = steps[1], 1e-2
         self.nfev = 0
+        self.robust_scale: float | None = None
 
     def latency_start(self, x: np.ndarray) -> np.ndarray:
         """`x` with the latency moved to the best of a grid over its bounds (every half
@@ -285,6 +292,8 @@ class _FitProblem:
             ftol=1e-8,
             xtol=1e-8,
             gtol=1e-10,
+            loss="linear" if self.robust_scale is None else "soft_l1",
+            f_scale=1.0 if self.robust_scale is None else self.robust_scale,
         )
         return full(sol.x), str(sol.message)
 

@@ -16,19 +16,16 @@ run. Everything the table reaches is checked against the actuator limits and the
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
 
 import numpy as np
 
 from ppo_robot.cli import UserError
 
 
-def servo_source(ex, spec, rate_hz: float, duration_s: float, max_delta: float | None):
-    """The source of an excitation of position servos, and its log metadata."""
-    from firmware_bridge.host.sources import check_limits
-
-    table, step = servo_table(ex, spec, rate_hz, duration_s)
-    check_limits(spec, table, f"excitation '{ex.signal}'")
+def servo_source(ex, spec, signal: np.ndarray, rate_hz: float, max_delta: float | None):
+    """The source of an excitation of position servos (`signal`: the excitation's one value
+    a tick), its log metadata and its table of goals (for the caller's limit check)."""
+    table, step = servo_table(ex, spec, signal, rate_hz)
     if max_delta is not None and np.any(step > max_delta + 1e-12):
         raise UserError(
             f"excitation.max_step {float(step.max()):g} is above safety.max_delta "
@@ -56,7 +53,7 @@ def servo_source(ex, spec, rate_hz: float, duration_s: float, max_delta: float |
         "excited": names,
         "max_step": [round(float(x), 9) for x in step],
     }
-    return source, meta
+    return source, meta, table
 
 
 def excited(ex, spec) -> list[str]:
@@ -71,17 +68,17 @@ def excited(ex, spec) -> list[str]:
     chosen = list(ex.actuators)
     for n in chosen:
         if n not in names:
-            raise UserError(f"excitation.actuators: robot '{spec.name}' has no actuator '{n}' ({names})")
+            raise UserError(
+                f"excitation.actuators: robot '{spec.name}' has no actuator '{n}' ({names})"
+            )
     if not chosen or len(set(chosen)) != len(chosen):
         raise UserError("excitation.actuators: give each excited actuator once")
     return chosen
 
 
-def servo_table(ex, spec, rate_hz: float, duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+def servo_table(ex, spec, signal: np.ndarray, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
     """(ticks, nu) goals of the signal part of the run, and (nu,) the most a goal moves a
     tick (module docstring)."""
-    from firmware_bridge.host.sources import excitation_signal
-
     names = [a.name for a in spec.actuators]
     pose = spec.safe_command.astype(np.float64).copy()
     for n, v in (ex.pose or {}).items():
@@ -89,12 +86,11 @@ def servo_table(ex, spec, rate_hz: float, duration_s: float) -> tuple[np.ndarray
             raise UserError(f"excitation.pose: robot '{spec.name}' has no actuator '{n}' ({names})")
         pose[names.index(n)] = float(v)
     step = np.array([_step(ex, a, rate_hz) for a in spec.actuators])
-    base = excitation_signal(ex, rate_hz, duration_s)
-    table = np.tile(pose, (base.size, 1))
+    table = np.tile(pose, (signal.size, 1))
     chosen = excited(ex, spec)
     for k, n in enumerate(chosen):
-        shift = (k * base.size) // len(chosen)
-        table[:, names.index(n)] += np.roll(base, -shift)
+        shift = (k * signal.size) // len(chosen)
+        table[:, names.index(n)] += np.roll(signal, -shift)  # the offset in it
     return slew(table, step), step
 
 
@@ -127,4 +123,3 @@ def approach(origin: np.ndarray, goal: np.ndarray, step: np.ndarray) -> np.ndarr
         return np.zeros((0, origin.size))
     f = np.arange(1, m + 1)[:, None] / m
     return origin + f * (goal - origin)
-

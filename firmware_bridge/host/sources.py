@@ -169,7 +169,10 @@ def make_source(cfg: Any, spec) -> tuple[Source, dict[str, Any]]:
         if any(a.kind == "position" for a in spec.actuators):
             from firmware_bridge.host.servo_excitation import servo_source
 
-            return servo_source(ex, spec, rate, float(cfg.duration_s), _max_delta(cfg))
+            signal = excitation_signal(ex, rate, float(cfg.duration_s))
+            source, meta, table = servo_source(ex, spec, signal, rate, _max_delta(cfg))
+            check_limits(spec, table, f"excitation '{ex.signal}'")
+            return source, meta
         if not 0 <= ex.actuator < n:
             raise UserError(
                 f"excitation.actuator={ex.actuator}: robot '{spec.name}' has {n} actuators"
