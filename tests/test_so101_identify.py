@@ -7,9 +7,8 @@ The fast tests check the excitation's table (inside the joint ranges, goal moves
 joints' rate, every joint excited and the joints uncorrelated, the move from the measured
 pose), its refusals before enable, the robot-keyed choice of the config (furuta's unchanged),
 the position servo's gain as a fit parameter, and the suggested randomization's centring.
-The slow one runs the whole identification through the real CLIs: `sim_robot` with the
-`identify` reality (gain x0.8, friction x1.5, armature x1.3, 20 ms), one 20 s excitation
-deploy, `replay fit=[gain,coulomb,armature,latency]`.
+The last one identifies the `identify` reality (gain x0.8, friction x1.5, armature x1.3,
+20 ms) from one simulated 20 s excitation with `replay fit=[gain,coulomb,armature,latency]`.
 """
 
 from __future__ import annotations
@@ -24,11 +23,19 @@ from envs.robots import get_robot
 from firmware_bridge.analysis import sysid
 from firmware_bridge.analysis.fitted_configs import default_randomization, suggested_randomization
 from firmware_bridge.host.servo_excitation import servo_source
-from firmware_bridge.host.sources import check_limits, excitation_signal, parse_excitation
+from firmware_bridge.host.sources import (
+    check_limits,
+    excitation_signal,
+    make_source,
+    parse_excitation,
+)
+from firmware_bridge.logs.rollout_log import read_log
+from firmware_bridge.sim.episodes import write_sim_run
 from ppo_robot.cli import UserError, robot_group_args
 from tests.conftest import ROOT, last_json, run_cli
 
 RATE = 50.0
+EXCITATION = ROOT / "configs" / "excitation" / "so101"
 TRUTH = {"gain": 0.8, "coulomb": 1.5, "armature": 1.3}
 """configs/realities/so101/identify.yaml as fit multipliers ..."""
 TRUTH_LATENCY_S = 0.020
@@ -41,7 +48,7 @@ def spec():
 
 
 def _excitation(name: str = "prbs", **over):
-    d = yaml.safe_load((ROOT / "configs" / "excitation" / "so101" / f"{name}.yaml").read_text())
+    d = yaml.safe_load((EXCITATION / f"{name}.yaml").read_text())
     return parse_excitation(OmegaConf.create({**d, **over}))
 
 
@@ -175,44 +182,39 @@ def test_suggested_randomization_is_centred_on_the_fit(spec):
     _assert_centred(suggested_randomization(res, model, default_randomization("so101")), values)
 
 
-@pytest.mark.slow
-def test_identification_from_one_20s_excitation(sim_robot, tmp_path):
-    """The issue's figure: one 20 s excitation of the perturbed arm, through the CLIs a user
-    runs, recovers the gain, friction and armature within 10 % and the latency within one
-    control period; the suggested randomization is centred there."""
-    sim = sim_robot("robot=so101", f"reality={ROOT}/configs/realities/so101/identify.yaml")
-    p = run_cli(
-        "firmware_bridge.deploy",
-        "source=excitation",
-        "robot=so101",
-        f"port={sim.port}",
-        "calibration=factory",
-        "duration_s=20",
-        f"log_dir={tmp_path}/logs",
-        "status=false",
-        "safety.stale_state_ms=250",  # a loaded CI machine: the test is the fit, not timing
-        "bus.read_timeout_ms=200",
-        timeout=120,
-        check=True,
-    )
-    run = last_json(p.stdout)
-    assert run["stopped_by"] == "duration" and run["bus_errors"] == 0, run
+def test_identification_from_one_20s_excitation(spec, tmp_path):
+    """The issue's figure: one 20 s excitation of the perturbed arm (`identify`), simulated
+    as an episode is (`sim.episodes.write_sim_run`: the deploy's own excitation source on the
+    plant, exact clocks), fitted by the real `replay` CLI, recovers the gain, friction and
+    armature within 10 % and the latency within one control period; the suggested
+    randomization is centred there. The same through sim_robot and deploy on the real clock:
+    benchmarks/so101_identify.py (an emulator starved of CPU falls behind real time, which no
+    model of the arm follows: not a test's material)."""
+    cfg = OmegaConf.create(
+        {"source": "excitation", "rate_hz": None, "duration_s": 20.0,
+         "excitation": yaml.safe_load((EXCITATION / "prbs.yaml").read_text()),
+         "safety": {"max_delta": None}}
+    )  # fmt: skip
+    source, meta = make_source(cfg, spec)
+    env = OmegaConf.create(
+        {"kind": "robot", "name": "so101", "robot": "so101", "control_hz": RATE,
+         "model_xml": None, "task": None}
+    )  # fmt: skip
+    reality = load(ROOT / "configs" / "realities" / "so101" / "identify.yaml")
+    log = write_sim_run(source, meta, env, reality, 0, tmp_path / "ex.mcap", 20.0)
+    assert read_log(log).run["excitation"]["signal"] == "prbs"
     out = tmp_path / "fit"
     p = run_cli(
-        "firmware_bridge.replay",
-        f"log={run['log']}",
-        f"out_dir={out}",
-        "fit=[gain,coulomb,armature,latency]",
-        "plots=false",
-        timeout=300,
-        check=True,
-    )
+        "firmware_bridge.replay", f"log={log}", f"out_dir={out}",
+        "fit=[gain,coulomb,armature,latency]", "plots=false", timeout=300, check=True,
+    )  # fmt: skip
     fit = last_json(p.stdout)["fit"]
     print(f"fitted {fit['values']}, error {fit['error_before']} -> {fit['error_after']}")
     for name, true in TRUTH.items():
         assert abs(fit["values"][name] / true - 1) < 0.10, (name, fit["values"])
-    assert abs(fit["values"]["latency"] - TRUTH_LATENCY_S) < 1 / 50, fit["values"]
+    assert abs(fit["values"]["latency"] - TRUTH_LATENCY_S) < 1 / RATE, fit["values"]
+    assert fit["error_after"] < 0.3 * fit["error_before"], fit
     sug = yaml.safe_load((out / "suggested_randomization.yaml").read_text())
     _assert_centred(sug, fit["values"])
     fitted = load(out / "fitted_reality.yaml")
-    assert fitted.latency_s == pytest.approx(fit["values"]["latency"], abs=1e-6)
+    assert fitted.latency_s.value == pytest.approx(fit["values"]["latency"], abs=1e-6)
