@@ -58,7 +58,8 @@ def one_run(signal: str, args, reality: Path, log_dir: Path, k: int) -> dict:
     try:
         line = sim.stdout.readline()
         if not line.startswith("PORT "):
-            raise RuntimeError(f"sim_robot did not start: {line!r}")
+            sim.kill()
+            raise RuntimeError(f"sim_robot did not start: {line!r} {sim.communicate()[1][-500:]}")
         run = cli(
             "firmware_bridge.deploy", "source=excitation", f"robot={ROBOT}",
             f"excitation={signal}", f"port={link}", "calibration=factory",
@@ -132,6 +133,7 @@ def main() -> None:
         sys.exit(2)
     true = truth(reality)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="so101-identify-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     rows = [
         judged(one_run(s, args, reality, log_dir, k), true)
         for s in args.signals
