@@ -104,6 +104,7 @@ def test_excitation_chosen_joints_and_pose(spec):
         ({"actuators": ["elbow"]}, "no actuator 'elbow'"),
         ({"pose": {"shoulder_lift": 3.0}}, "outside its limits"),
         ({"max_step": 0.5}, "above safety.max_delta"),
+        ({"centre": {"sensor": "elbow_flex_pos"}}, "hold their pose themselves"),
     ],
 )
 def test_excitation_refused_before_enable(spec, over, expect):

@@ -25,6 +25,11 @@ from ppo_robot.cli import UserError
 def servo_source(ex, spec, signal: np.ndarray, rate_hz: float, max_delta: float | None):
     """The source of an excitation of position servos (`signal`: the excitation's one value
     a tick), its log metadata and its table of goals (for the caller's limit check)."""
+    if ex.centre is not None:
+        raise UserError(
+            f"excitation.centre: robot '{spec.name}' drives position servos, which hold their "
+            "pose themselves; leave centre out"
+        )
     table, step = servo_table(ex, spec, signal, rate_hz)
     if max_delta is not None and np.any(step > max_delta + 1e-12):
         raise UserError(
