@@ -6,7 +6,8 @@ signal (`sources.excitation_signal`, in the actuator's unit) is added to `pose` 
 excited actuator, each shifted in time by its share of the run so that the joints' motions
 are uncorrelated (the fit then tells their parameters apart); the other actuators hold the
 pose. A goal moves by at most `max_step` a tick (by default the actuator's `rate` per tick,
-the envelope the policy's goals keep to), so what is logged is what was asked. The run
+the envelope the policy's goals keep to; without one the deploy's `safety.max_delta`), so
+what is logged is what was asked. The run
 starts from the measured pose (the deploy's soft-start origin), moves to the signal's first
 goals at that same step and holds them `settle_s`, then plays the signal to the end of the
 run. Everything the table reaches is checked against the actuator limits and the deploy's
@@ -30,7 +31,7 @@ def servo_source(ex, spec, signal: np.ndarray, rate_hz: float, max_delta: float 
             f"excitation.centre: robot '{spec.name}' drives position servos, which hold their "
             "pose themselves; leave centre out"
         )
-    table, step = servo_table(ex, spec, signal, rate_hz)
+    table, step = servo_table(ex, spec, signal, rate_hz, max_delta)
     if max_delta is not None and np.any(step > max_delta + 1e-12):
         raise UserError(
             f"excitation.max_step {float(step.max()):g} is above safety.max_delta "
@@ -81,7 +82,9 @@ def excited(ex, spec) -> list[str]:
     return chosen
 
 
-def servo_table(ex, spec, signal: np.ndarray, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
+def servo_table(
+    ex, spec, signal: np.ndarray, rate_hz: float, max_delta: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(ticks, nu) goals of the signal part of the run, and (nu,) the most a goal moves a
     tick (module docstring)."""
     names = [a.name for a in spec.actuators]
@@ -90,7 +93,7 @@ def servo_table(ex, spec, signal: np.ndarray, rate_hz: float) -> tuple[np.ndarra
         if n not in names:
             raise UserError(f"excitation.pose: robot '{spec.name}' has no actuator '{n}' ({names})")
         pose[names.index(n)] = float(v)
-    step = np.array([_step(ex, a, rate_hz) for a in spec.actuators])
+    step = np.array([_step(ex, a, rate_hz, max_delta) for a in spec.actuators])
     table = np.tile(pose, (signal.size, 1))
     chosen = excited(ex, spec)
     for k, n in enumerate(chosen):
@@ -99,12 +102,15 @@ def servo_table(ex, spec, signal: np.ndarray, rate_hz: float) -> tuple[np.ndarra
     return slew(table, step), step
 
 
-def _step(ex, a, rate_hz: float) -> float:
+def _step(ex, a, rate_hz: float, max_delta: float | None) -> float:
+    """`max_step`, else the actuator's rate a tick, else the deploy's max_delta, else none."""
     if ex.max_step is not None:
         if not ex.max_step > 0:
             raise UserError(f"excitation.max_step must be > 0, got {ex.max_step}")
         return float(ex.max_step)
-    return float(a.rate) / rate_hz if a.rate else np.inf
+    if a.rate:
+        return float(a.rate) / rate_hz
+    return float(max_delta) if max_delta is not None else np.inf
 
 
 def slew(table: np.ndarray, step: np.ndarray) -> np.ndarray:

@@ -82,7 +82,7 @@ class Excitation:
     actuator name in its unit; an actuator left out: its safe command (None = all)."""
     max_step: float | None = None
     """Position servos: most a goal moves in one tick, in the actuator's unit; None = the
-    actuator's `rate` / the tick rate (the policy's own envelope)."""
+    actuator's `rate` / the tick rate (the policy's own envelope), else safety.max_delta."""
     settle_s: float = 0.5
     """Position servos: time held at the signal's first goals before the signal starts."""
 
