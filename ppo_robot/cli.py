@@ -186,26 +186,50 @@ def _missing(e: Exception) -> str:
     return f"{key}: missing value (give {key}=...)"
 
 
-def robot_group_args(argv: list[str]) -> list[str]:
+def robot_group_args(argv: list[str], config_name: str | None = None) -> list[str]:
     """`randomization=default` -> `randomization=furuta/default`: a bare option of a
     per-robot group read as the robot's (`env.robot=`, else the `env=` file's robot, else
-    the one robot that has it)."""
+    `robot=`, else the one robot that has it). `excitation=prbs robot=so101` likewise, and
+    without `excitation=` the config's default excitation (`config_name`'s defaults list) is
+    the robot's file of that name where it has one (so101's `chirp`, furuta's shared one)."""
     import yaml
 
     from ppo_robot.paths import config_dir, robot_option
 
-    given = dict(a.split("=", 1) for a in argv if a.startswith(("env=", "env.robot=")))
+    given = dict(a.split("=", 1) for a in argv if a.startswith(("env=", "env.robot=", "robot=")))
     robot = given.get("env.robot")
     env_file = config_dir() / "env" / f"{given.get('env', '')}.yaml"
     if robot is None and "env" in given and env_file.is_file():
         robot = ((yaml.safe_load(env_file.read_text()) or {}).get("env") or {}).get("robot")
+    robot = robot or given.get("robot")
     out = []
     for a in argv:
         key, eq, val = a.partition("=")
-        if eq and key.lstrip("+~") == "randomization" and "(" not in val:  # a, or a,b (-m)
-            a = f"{key}={','.join(robot_option('randomization', v, robot) for v in val.split(','))}"
+        group = key.lstrip("+~")
+        if eq and group in ("randomization", "excitation") and "(" not in val:  # a, or a,b (-m)
+            a = f"{key}={','.join(robot_option(group, v, robot) for v in val.split(','))}"
         out.append(a)
+    default = _default_option(config_name, "excitation")
+    if robot and default and not any(a.startswith("excitation=") for a in argv):
+        own = robot_option("excitation", default, robot)
+        if own != default:
+            out.append(f"excitation={own}")
     return out
+
+
+def _default_option(config_name: str | None, group: str) -> str | None:
+    """The option of `group` in config `config_name`'s defaults list (None: none)."""
+    import yaml
+
+    from ppo_robot.paths import config_dir
+
+    path = config_dir() / f"{config_name}.yaml"
+    if not config_name or not path.is_file():
+        return None
+    for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults") or []:
+        if isinstance(entry, dict) and isinstance(entry.get(group), str):
+            return entry[group]
+    return None
 
 
 def run_app(
@@ -233,7 +257,7 @@ def run_app(
         register_schema(config_name, schema, groups)
     if config_name not in _SCHEMAS:
         raise RuntimeError(f"no schema registered for config '{config_name}'")
-    argv = sys.argv[1:] = robot_group_args(sys.argv[1:])
+    argv = sys.argv[1:] = robot_group_args(sys.argv[1:], config_name)
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             compose(config_name=config_name, overrides=_validation_args(argv))

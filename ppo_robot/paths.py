@@ -23,13 +23,18 @@ def config_dir() -> Path:
 
 def robot_option(group: str, name: str, robot: str | None = None) -> str:
     """A bare option of a per-robot config group -> the option as it lies in the folder:
-    a shared file as is (`none`), else the robot's (`default` -> `furuta/default`). Without
-    `robot`, the one robot folder of `group` that has it. The one place this mapping is
-    made (Hydra groups: `ppo_robot.cli`; reality files: `find_config_file`); `name` itself
-    where nothing matches (the caller reports it)."""
+    the robot's where it has one (`default` -> `furuta/default`, `prbs` -> `so101/prbs`),
+    else a shared file as is (`none`, furuta's `prbs`). Without `robot`, a shared file, else
+    the one robot folder of `group` that has it. The one place this mapping is made (Hydra
+    groups: `ppo_robot.cli`; reality files: `find_config_file`); `name` itself where nothing
+    matches (the caller reports it)."""
     base = config_dir() / group
     stem = name[:-5] if name.endswith(".yaml") else name
-    if "/" in stem or (base / f"{stem}.yaml").is_file() or not base.is_dir():
+    if "/" in stem or not base.is_dir():
+        return name
+    if robot and (base / robot / f"{stem}.yaml").is_file():
+        return f"{robot}/{stem}"
+    if (base / f"{stem}.yaml").is_file():
         return name
     folders = [robot] if robot else sorted(d.name for d in base.iterdir() if d.is_dir())
     hits = [f"{r}/{stem}" for r in folders if (base / r / f"{stem}.yaml").is_file()]

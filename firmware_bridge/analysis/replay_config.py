@@ -36,6 +36,15 @@ class ReplayConfig:
     """Model parameters to fit (damping, coulomb, armature, motor_gain, pendulum_mass, latency ...)."""
     fit_bound: float = 5.0
     """Fitted multipliers stay within [1/fit_bound, fit_bound] of the nominal values."""
+    fit_step: float | None = None
+    """The fit's difference step of a multiplier's log (null: the robot's robot.yaml
+    `fit_step`, else firmware_bridge.analysis.sysid.FIT_STEP)."""
+    fit_latency_step_s: float | None = None
+    """... and of the latency, s (null: the robot's `fit_latency_step_s`, else
+    sysid.LATENCY_STEP_S)."""
+    fit_robust_scale: float | None = None
+    """A soft-L1 loss from this normalized error up (null: the robot's robot.yaml
+    `fit_robust_scale`, else plain least squares)."""
     render: bool = False
     """Render the replay to MP4 (MuJoCo offscreen, headless EGL or OSMesa)."""
     render_fps: int = 30

@@ -32,7 +32,17 @@ def fit_section(cfg, names, datas, paths, spec, ctx, s, figs, out) -> None:
         sysid.resolve_params(sim.model, names)
     except sysid.ReplayError as e:
         raise UserError(str(e)) from None
-    res = sysid.fit(sim, traces, names, ctx["latency"], float(cfg.window_s), float(cfg.fit_bound))
+    res = sysid.fit(
+        sim,
+        traces,
+        names,
+        ctx["latency"],
+        float(cfg.window_s),
+        float(cfg.fit_bound),
+        step=float(cfg.fit_step),
+        latency_step_s=float(cfg.fit_latency_step_s),
+        robust_scale=None if cfg.fit_robust_scale is None else float(cfg.fit_robust_scale),
+    )
     fitted_model = sysid.apply_fit(sim.model, res)
     lat_after = res.latency_s if res.latency_s is not None else ctx["latency"]
     rp = sysid.replay(sim, traces[0], lat_after + res.shifts[0], model=fitted_model)

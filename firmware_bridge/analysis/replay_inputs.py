@@ -74,7 +74,8 @@ def _logs(cfg: Any) -> list[Path]:
 
 def _robot_windows(cfg: Any, run: dict[str, Any]) -> None:
     """rmse_horizon_s / window_s left null: the log's robot's (its robot.yaml); all > 0.
-    A log of no registered robot keeps them null: it has no simulation to replay."""
+    A log of no registered robot keeps them null: it has no simulation to replay. The fit's
+    difference steps left null: the robot's, else the fit's defaults."""
     from envs.robots import robots, settings
     from envs.spec import SpecError
 
@@ -90,7 +91,17 @@ def _robot_windows(cfg: Any, run: dict[str, Any]) -> None:
                     f"{k} is null and robot '{run.get('robot')}' sets none (robot.yaml); give {k}="
                 )
             cfg[k] = float(own[k])
-    for k in ("rmse_horizon_s", "window_s", "divergence_frac"):
+    from firmware_bridge.analysis.sysid import FIT_STEP, LATENCY_STEP_S
+
+    for k, default in (
+        ("fit_step", FIT_STEP),
+        ("fit_latency_step_s", LATENCY_STEP_S),
+        ("fit_robust_scale", None),
+    ):
+        if cfg[k] is None and (own or {}).get(k, default) is not None:
+            cfg[k] = float((own or {}).get(k, default))
+    checked = ("fit_step", "fit_latency_step_s", "fit_robust_scale")
+    for k in ("rmse_horizon_s", "window_s", "divergence_frac", *checked):
         if cfg[k] is not None and float(cfg[k]) <= 0:
             raise UserError(f"{k} must be > 0, got {cfg[k]}")
 

@@ -1,5 +1,6 @@
 """Simulation replay for `firmware_bridge.replay`: the robot's MJCF (model_xml, reality,
-latency_s as configured, or the perturbation a simulated episode sampled) started from
+latency_s as configured, or the perturbation a simulated episode sampled, except for a fit:
+that is of the nominal model) started from
 the first logged STATE (a simulated episode's logged initial state) and driven open-loop by the logged commands at their arrival
 times on the controller clock (`firmware_bridge.analysis.sysid`); per-sensor RMSE (whole
 run, first `rmse_horizon_s`, in `window_s` windows restarted from the logged state),
@@ -28,7 +29,8 @@ def _model(cfg, run, spec):
         raise Skip(str(e)) from None
     lat = None
     pert = run.get("perturbation") if run.get("simulated") else None
-    if isinstance(pert, dict) and pert.get("fields") and not cfg.model_xml and not cfg.reality:
+    logged = not cfg.model_xml and not cfg.reality and not cfg.fit  # a fit is of the nominal
+    if isinstance(pert, dict) and pert.get("fields") and logged:
         _apply_logged_perturbation(model, pert)
         xml = f"{xml or spec.xml_path} with the perturbation the simulation sampled"
     if cfg.reality:

@@ -79,6 +79,12 @@ __all__ = [
     "window_rmse",
 ]
 
+FIT_STEP = 0.01
+"""The Jacobian's difference step of a fitted multiplier's log (1 %) unless the robot sets one
+(robot.yaml `fit_step`)."""
+LATENCY_STEP_S = 5e-4
+"""... and of a fitted latency, s (robot.yaml `fit_latency_step_s`)."""
+
 
 @dataclass
 class FitResult:
@@ -118,6 +124,9 @@ def fit(
     window_s: float,
     bound: float = 5.0,
     max_nfev: int = 60,
+    step: float = FIT_STEP,
+    latency_step_s: float = LATENCY_STEP_S,
+    robust_scale: float | None = None,
 ) -> FitResult:
     """Least-squares fit of log-multipliers (and latency) on multiple-shooting windows.
 
@@ -126,11 +135,19 @@ def fit(
     the nominal model, which gives the error before, and then together with the parameters.
     With `latency` among the parameters the two are one delay: arrivals are put at the
     earliest time the bracket allows and the fitted latency is the delay from there.
+    `step` and `latency_step_s`: the differences of the Jacobian (a multiplier's log, the
+    latency); a plant whose objective ripples on a finer scale needs larger ones.
+    `robust_scale`: minimize a soft-L1 loss whose quadratic part ends at this normalized
+    error, so that windows the model cannot follow (an emulator that fell behind real time,
+    a knock on the arm) weigh like errors of that size (None: plain least squares).
     """
-    pb = _FitProblem(sim, traces, names, latency_s, window_s, bound)
+    pb = _FitProblem(sim, traces, names, latency_s, window_s, bound, (step, latency_step_s))
+    pb.robust_scale = robust_scale
     timing_only = np.arange(pb.x0.size) >= pb.npar
     x_before, _ = pb.solve(pb.x0, timing_only, max_nfev)
-    x_after, message = pb.solve(x_before, np.ones(pb.x0.size, dtype=bool), max_nfev)
+    x_after, message = pb.solve(
+        pb.latency_start(x_before), np.ones(pb.x0.size, dtype=bool), max_nfev
+    )
     r0, r1 = pb.residuals_many([x_before, x_after])
     return pb.result(x_after, r0, r1, message)
 
@@ -139,7 +156,7 @@ class _FitProblem:
     """The fit's unknowns (log-multipliers, latency, per-trace timing shifts), their bounds
     and steps, and the batched residuals of the multiple-shooting windows."""
 
-    def __init__(self, sim, traces, names, latency_s: float, window_s: float, bound: float):
+    def __init__(self, sim, traces, names, latency_s, window_s, bound, steps):
         self.sim, self.traces, self.latency_s, self.window_s = sim, traces, latency_s, window_s
         base = self.base = sim.model
         params = self.params = resolve_params(base, names)
@@ -162,13 +179,35 @@ class _FitProblem:
         self.x0 = np.zeros(npar + nsh)
         self.lo = np.concatenate([np.full(npar, -np.log(bound)), -widths[shift_of] / 2])
         self.hi = np.concatenate([np.full(npar, np.log(bound)), widths[shift_of] / 2])
-        self.step = np.concatenate([np.full(npar, 0.01), np.full(nsh, 2e-4)])
+        self.step = np.concatenate([np.full(npar, steps[0]), np.full(nsh, 2e-4)])
         self.xscale = np.concatenate([np.ones(npar), np.full(nsh, 1e-3)])
         if lat_i is not None:
             self.x0[lat_i], self.lo[lat_i] = max(latency_s, 0.0), 0.0
             self.hi[lat_i] = max(0.1, 2 * latency_s)
-            self.step[lat_i], self.xscale[lat_i] = 5e-4, 1e-2
+            self.step[lat_i], self.xscale[lat_i] = steps[1], 1e-2
         self.nfev = 0
+        self.robust_scale: float | None = None
+
+    def latency_start(self, x: np.ndarray) -> np.ndarray:
+        """`x` with the latency moved to the best of a grid over its bounds (every half
+        physics step, then every twentieth of one around the best; batched rollouts): the
+        objective is rippled on the scale of a physics step (an arrival's spread over two
+        steps, encoder counts) and, where every goal saturates the servo, sharp around the
+        true delay, so the gradient fit starts from the grid's best."""
+        if self.lat_i is None:
+            return x
+        dt, i = self.sim.dt, self.lat_i
+        best = x
+        for grid in (
+            np.arange(self.lo[i], self.hi[i] + 1e-12, dt / 2),
+            np.arange(-dt / 2, dt / 2 + 1e-12, dt / 20),
+        ):
+            xs = [best.copy() for _ in grid]
+            for xi, lat in zip(xs, grid + (0.0 if grid[0] >= 0 else best[i]), strict=True):
+                xi[i] = min(max(lat, self.lo[i]), self.hi[i])
+            costs = [float(np.mean(r**2)) for r in self.residuals_many(xs)]
+            best = xs[int(np.argmin(costs))]
+        return best
 
     def model_for(self, x: np.ndarray) -> mujoco.MjModel:
         m = copy_model(self.base)
@@ -253,6 +292,8 @@ class _FitProblem:
             ftol=1e-8,
             xtol=1e-8,
             gtol=1e-10,
+            loss="linear" if self.robust_scale is None else "soft_l1",
+            f_scale=1.0 if self.robust_scale is None else self.robust_scale,
         )
         return full(sol.x), str(sol.message)
 

@@ -48,8 +48,8 @@ def fit_params(model: mujoco.MjModel) -> dict[str, FitParam]:
 
     damping / coulomb / armature: the field on every 1-dof joint; <joint>_damping etc. on one
     joint (a '_joint' suffix dropped: arm_joint -> arm_damping); <body>_mass; <actuator>_gain
-    (gainprm[0], with the back-EMF / velocity bias biasprm[2] scaled the same: for a DC motor
-    both are kt/Rm), back_emf (biasprm[2] alone); latency (command latency, seconds).
+    and `gain` (every actuator's, one multiplier: `_gain_entries`), back_emf (biasprm[2]
+    alone); latency (command latency, seconds).
     """
     J = mujoco.mjtObj.mjOBJ_JOINT
     joints = [
@@ -75,14 +75,10 @@ def fit_params(model: mujoco.MjModel) -> dict[str, FitParam]:
     acts = [a for a in _names(model, mujoco.mjtObj.mjOBJ_ACTUATOR, model.nu) if a]
     for a in acts:
         out[f"{a}_gain"] = FitParam(
-            f"{a}_gain",
-            (
-                Entry(f"{a}_gain", "actuator_gainprm", (a,), (0,)),
-                Entry(f"{a}_back_emf", "actuator_biasprm", (a,), (2,)),
-            ),
-            f"actuator_gainprm[0] and biasprm[2] of {a}",
+            f"{a}_gain", _gain_entries(model, f"{a}_gain", (a,)), f"the gain of actuator {a}"
         )
     if acts:
+        out["gain"] = FitParam("gain", _gain_entries(model, "gain", tuple(acts)), "every gain")
         out["back_emf"] = FitParam(
             "back_emf",
             (Entry("back_emf", "actuator_biasprm", tuple(acts), (2,)),),
@@ -90,6 +86,31 @@ def fit_params(model: mujoco.MjModel) -> dict[str, FitParam]:
         )
     out["latency"] = FitParam("latency", (), "command latency (s)")
     return out
+
+
+def _is_position(model: mujoco.MjModel, a: int) -> bool:
+    """A MuJoCo position actuator: force = kp (ctrl - q) - kv qdot, i.e. biasprm[1] = -kp."""
+    kp = float(model.actuator_gainprm[a, 0])
+    return kp != 0.0 and float(model.actuator_biasprm[a, 1]) == -kp
+
+
+def _gain_entries(model: mujoco.MjModel, key: str, acts: tuple[str, ...]) -> tuple[Entry, ...]:
+    """What an actuator's gain scales: gainprm[0] and the bias term that is the same gain,
+    biasprm[1] (-kp) of a position servo, biasprm[2] of a DC motor (its back-EMF, kt/Rm
+    like the gain: a weaker motor is weaker in both). Position servos and the rest are
+    separate entries where `acts` holds both."""
+    ids = {n: i for i, n in enumerate(_names(model, mujoco.mjtObj.mjOBJ_ACTUATOR, model.nu))}
+    servos = tuple(a for a in acts if _is_position(model, ids[a]))
+    others = tuple(a for a in acts if a not in servos)
+    out: list[Entry] = []
+    for group, col, tag in ((servos, 1, "servo"), (others, 2, "motor")):
+        if group:
+            sub = key if not (servos and others) else f"{key}_{tag}"
+            out.append(Entry(sub, "actuator_gainprm", group, (0,)))
+            stem = sub[: -len("_gain")] if sub.endswith("_gain") else sub
+            bias = f"{sub}_bias" if col == 1 else f"{stem}_back_emf"
+            out.append(Entry(bias, "actuator_biasprm", group, (col,)))
+    return tuple(out)
 
 
 @dataclass

@@ -94,7 +94,7 @@ def deploy_bus(cfg: Any, spec, policy, sc: SafetyConfig, rate_hz: float, kind: s
         rlog = RolloutLog(
             log_path(cfg, spec), run_metadata(cfg, spec, policy, rate_hz, source_meta, link_meta)
         )
-        transport.clock = rlog.clock  # STATEs stamped on the log's one clock
+        transport.clock, transport.origin_ns = rlog.clock, rlog.origin_ns  # one clock: STAMPS
         safety = SafetyLayer.for_spec(spec, sc)
         loop = make_loop(cfg, spec, transport, source, safety, rlog, rate_hz, sc)
         return _run(cfg, spec, transport, loop, rlog, bc, info, source_meta, rate_hz)
@@ -158,6 +158,17 @@ def _default_max_delta(sc: SafetyConfig, spec, rate_hz: float) -> SafetyConfig:
     return replace(sc, max_delta=delta)
 
 
+STAMPS = {
+    "clock_offset_s": 0.0,
+    "command_transit_s": 0.0,
+    "note": "a servo bus has no clock of its own: each STATE is stamped (t_us) on the log's "
+    "host clock, from its origin, when its sync read left, so the clocks are one; a goal's "
+    "time is when its sync write left (its transfer and the servo's lag are the latency)",
+}
+"""The run record's `timing` of a servo bus: how its STATE stamps and the host's times
+relate (read by `firmware_bridge.analysis.sysid_clock`)."""
+
+
 def _bus_meta(cfg: Any, info: BusInfo, cal: Calibration, sc: SafetyConfig, bc) -> dict:
     """The run record's account of the far side: the bus, the calibration, the safety
     settings in force (max_delta's default included)."""
@@ -166,6 +177,7 @@ def _bus_meta(cfg: Any, info: BusInfo, cal: Calibration, sc: SafetyConfig, bc) -
         "calibration": {"source": str(cfg.calibration), "joints": cal.to_dict()},
         "safety": asdict(sc),
         "baud": info.baud,
+        "timing": STAMPS,
     }
 
 

@@ -96,6 +96,9 @@ class BusTransport(Transport):
         clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.bus, self.smap, self.clock = bus, smap, clock
+        self.origin_ns = 0
+        """Where `t_us` counts from on `clock` (a deploy: the log's origin, so that a STATE's
+        `t_us` and the log's `t_host` are one clock, `bus_deploy.STAMPS`)."""
         regs = bus.registers
         self.ids = [int(a.bus_id) for a in spec.actuators]
         self.joints = tuple(a.name for a in spec.actuators)
@@ -172,7 +175,9 @@ class BusTransport(Transport):
         values = self._sensors.astype(F32)
         values.flags.writeable = False
         self.seq += 1
-        state = State(t_ns // 1000, STREAMING, 0, self.cmd_seq, self.dropped, values)
+        state = State(
+            (t_ns - self.origin_ns) // 1000, STREAMING, 0, self.cmd_seq, self.dropped, values
+        )
         return ((self.seq, state),)
 
     # -- writing

@@ -71,6 +71,20 @@ class Excitation:
     """Seed of random levels (steps) and of the PRBS register."""
     centre: Centring | None = None
     """Hold a drifting joint inside its travel with a bounded PD term (None = open loop)."""
+    actuators: list[str] | None = None
+    """Position servos: the actuators excited at once, by name (each gets the signal shifted
+    in time by its share of the run, so that their motions are uncorrelated); None =
+    `actuator` alone. The signal is around `pose` (`offset` added), a goal moves by at most
+    `max_step` a tick, and the run starts by moving from the measured pose to the signal's
+    first goals and holding them `settle_s` (firmware_bridge/host/servo_excitation.py)."""
+    pose: dict[str, float] | None = None
+    """Position servos: the pose the signal is centred on and the other joints hold, per
+    actuator name in its unit; an actuator left out: its safe command (None = all)."""
+    max_step: float | None = None
+    """Position servos: most a goal moves in one tick, in the actuator's unit; None = the
+    actuator's `rate` / the tick rate (the policy's own envelope), else safety.max_delta."""
+    settle_s: float = 0.5
+    """Position servos: time held at the signal's first goals before the signal starts."""
 
 
 def excitation_signal(ex: Excitation, rate_hz: float, duration_s: float) -> np.ndarray:
@@ -135,7 +149,7 @@ def parse_excitation(cfg: Any) -> Excitation:
     return ex
 
 
-def _check_limits(spec, values: np.ndarray, what: str) -> None:
+def check_limits(spec, values: np.ndarray, what: str) -> None:
     """Refuse (before enable) anything outside the actuator limits, naming the limit."""
     for i, a in enumerate(spec.actuators):
         col = values[:, i]
@@ -152,6 +166,13 @@ def make_source(cfg: Any, spec) -> tuple[Source, dict[str, Any]]:
     n = spec.n_actuators
     if cfg.source == "excitation":
         ex = parse_excitation(cfg.excitation)
+        if any(a.kind == "position" for a in spec.actuators):
+            from firmware_bridge.host.servo_excitation import servo_source
+
+            signal = excitation_signal(ex, rate, float(cfg.duration_s))
+            source, meta, table = servo_source(ex, spec, signal, rate, _max_delta(cfg))
+            check_limits(spec, table, f"excitation '{ex.signal}'")
+            return source, meta
         if not 0 <= ex.actuator < n:
             raise UserError(
                 f"excitation.actuator={ex.actuator}: robot '{spec.name}' has {n} actuators"
@@ -159,7 +180,7 @@ def make_source(cfg: Any, spec) -> tuple[Source, dict[str, Any]]:
         sig = excitation_signal(ex, rate, float(cfg.duration_s))
         table = np.tile(spec.safe_command, (sig.size, 1))
         table[:, ex.actuator] = sig
-        _check_limits(spec, table, f"excitation '{ex.signal}'")
+        check_limits(spec, table, f"excitation '{ex.signal}'")
         meta = {"source": "excitation", "excitation": asdict(ex)}
         if ex.centre is not None:
             return _centred(spec, ex, table), meta
@@ -177,6 +198,12 @@ def make_source(cfg: Any, spec) -> tuple[Source, dict[str, Any]]:
     return source, meta
 
 
+def _max_delta(cfg: Any) -> float | None:
+    """The deploy's safety.max_delta (None where not set)."""
+    value = getattr(getattr(cfg, "safety", None), "max_delta", None)
+    return None if value is None else float(value)
+
+
 def _centred(spec, ex: Excitation, table: np.ndarray) -> Source:
     """The excitation table plus the bounded PD term of `ex.centre` on its actuator."""
     c = ex.centre
@@ -190,7 +217,7 @@ def _centred(spec, ex: Excitation, table: np.ndarray) -> Source:
     wide = np.concatenate([table, table])
     wide[: len(table), ex.actuator] += c.limit
     wide[len(table) :, ex.actuator] -= c.limit
-    _check_limits(spec, wide, f"excitation '{ex.signal}' with its centring (+-{c.limit:g})")
+    check_limits(spec, wide, f"excitation '{ex.signal}' with its centring (+-{c.limit:g})")
     i = names.index(c.sensor)
     j = names.index(c.rate_sensor) if c.rate_sensor is not None else None
     out = np.zeros(spec.n_actuators)
@@ -237,7 +264,7 @@ def _playback_table(cfg: Any, spec, rate: float) -> tuple[np.ndarray, dict[str, 
     t = np.arange(n) / rate
     idx = np.clip(np.searchsorted(t_log, t + 1e-9, side="right") - 1, 0, len(t_log) - 1)
     table = values[idx]
-    _check_limits(spec, table, f"playback log {Path(cfg.log).name}")
+    check_limits(spec, table, f"playback log {Path(cfg.log).name}")
     return table, {"source": "playback", "playback_log": str(Path(cfg.log).resolve())}
 
 

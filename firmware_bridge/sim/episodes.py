@@ -150,21 +150,18 @@ def _put_tick(rlog, k: int, t: float, sens, obs, cmd) -> None:
     rlog.put("/timing", t_ns, {**timing, "safety_us": 0.0, "send_us": 0.0, "missed": False})
 
 
-def _run(
-    spec, model, data, plant, actor, rlog, substeps: int, goal: np.ndarray
-) -> tuple[int, bool, float, bool]:
-    """The closed loop, as the training engine steps it: a reading, the policy's command
-    (through the plant: noise, latency), `substeps` physics steps; each tick logged. The
-    actuators start held where the first reading puts them (`soft_start_origin`; that
-    reading's loads are the held actuators', as in the engine), and the observation reads
-    the episode's `goal` and the previous command.
-    Returns (ticks, terminated, time of the last tick, success)."""
+def _run(spec, model, data, plant, command, rlog, substeps: int, goal, ticks_max: int):
+    """The closed loop, as the training engine steps it: a reading, the command
+    (`command(obs, sensors, last, tick)`: the policy's, or a source's; through the plant:
+    noise, latency), `substeps` physics steps; each tick logged. The actuators start held
+    where the first reading puts them (`soft_start_origin`; that reading's loads are the
+    held actuators', as in the engine), and the observation reads the episode's `goal` and
+    the previous command. Returns (ticks, terminated, time of the last tick, success)."""
     import mujoco
-    import torch
 
     aidx, sidx = spec.actuator_index(model), spec.sensor_index(model)
     dt = float(model.opt.timestep)
-    trace = np.zeros((spec.episode_steps, spec.n_sensors))
+    trace = np.zeros((ticks_max, spec.n_sensors))
     sens = plant.sense(data.sensordata[None])[0]
     last = spec.soft_start_origin(sens[None])
     data.ctrl[aidx] = np.clip(last[0], plant.ctrl_low, plant.ctrl_high)
@@ -172,43 +169,44 @@ def _run(
     sens = plant.sense(data.sensordata[None], again=True)[0]
     plant.hold(np.arange(1), last)
     ticks, t = 0, 0.0
-    with torch.no_grad():
-        while ticks < spec.episode_steps:
-            t = ticks * substeps * dt
-            obs = spec.observe(sens[None], goal[None], last)[0]
-            action = actor(torch.as_tensor(obs[None], dtype=torch.float32)).numpy()[0]
-            cmd = spec.action_to_command(action.astype(np.float64)[None], last)[0]
-            _put_tick(rlog, ticks, t, sens, obs, cmd)
-            trace[ticks] = sens
-            ticks += 1
-            if bool(spec.terminated(data.sensordata[sidx][None])[0]):
-                return ticks, True, t, False
-            plant.command(cmd[None])
-            last = cmd[None]
-            for ctrl in plant.controls(substeps)[0]:
-                data.ctrl[aidx] = ctrl
-                mujoco.mj_step(model, data)
-            sens = plant.sense(data.sensordata[None])[0]
+    while ticks < ticks_max:
+        t = ticks * substeps * dt
+        obs = spec.observe(sens[None], goal[None], last)[0]
+        cmd = command(obs, sens, last, ticks)
+        _put_tick(rlog, ticks, t, sens, obs, cmd)
+        trace[ticks] = sens
+        ticks += 1
+        if bool(spec.terminated(data.sensordata[sidx][None])[0]):
+            return ticks, True, t, False
+        plant.command(cmd[None])
+        last = cmd[None]
+        for ctrl in plant.controls(substeps)[0]:
+            data.ctrl[aidx] = ctrl
+            mujoco.mj_step(model, data)
+        sens = plant.sense(data.sensordata[None])[0]
     return ticks, False, t, bool(spec.success(trace[None, :ticks], goal[None])[0])
 
 
-def write_sim_episode(
-    ck: dict[str, Any],
-    actor,
-    env_cfg: Any,
-    rand,
-    seed: int,
-    path: str | Path,
-    checkpoint: str | Path | None = None,
-) -> Path:
-    """Simulate one episode of `actor` and write it to `path` as a rollout log."""
+def _policy(spec, actor):
+    """The actor's exported semantics as a command: the mean action, mapped by the spec."""
+    import torch
+
+    def command(obs, sens, last, tick):
+        with torch.no_grad():
+            action = actor(torch.as_tensor(obs[None], dtype=torch.float32)).numpy()[0]
+        return spec.action_to_command(action.astype(np.float64)[None], last)[0]
+
+    return command
+
+
+def _setup(env_cfg: Any, rand, seed: int):
+    """The episode's robot, model (the reality applied), plant, initial state and goal."""
     import mujoco
 
     from envs.make import robot_spec
     from envs.plant import PlantModel, ctrl_bounds, spec_reader
     from envs.randomization import Randomization
     from envs.task import physics_substeps
-    from firmware_bridge.logs.rollout_log import RolloutLog
     from ppo_robot.cli import UserError
 
     if env_cfg.kind != "robot":
@@ -230,7 +228,6 @@ def write_sim_episode(
     )  # fmt: skip
     if p is not None:
         plant.configure(0, p.latency_s, p.sensor_bias, p.resolution_scale)
-
     qpos, qvel = spec.initial_state(model, rng, 1)
     goal = spec.sample_goal(model, rng, 1)[0]
     data = mujoco.MjData(model)
@@ -238,18 +235,26 @@ def write_sim_episode(
     data.qpos[:] = qpos[0]
     data.qvel[:] = qvel[0]
     mujoco.mj_forward(model, data)
+    return spec, model, data, plant, pert_meta, substeps, goal
 
-    sha = actor_sha256(actor)
-    ck_path = str(Path(checkpoint).resolve()) if checkpoint else _find_checkpoint(ck, sha)
+
+def _write(env_cfg, rand, seed, path, command, ticks_max, ck_path, sha, extra) -> Path:
+    """Simulate `command` for up to `ticks_max` ticks and write it to `path` as a rollout log."""
+    from firmware_bridge.logs.rollout_log import RolloutLog
+
+    spec, model, data, plant, pert_meta, substeps, goal = _setup(env_cfg, rand, seed)
+    dt = float(model.opt.timestep)
     latency_s = int(plant.delay[0]) * dt
-    meta = _metadata(spec, env_cfg, ck_path, sha, latency_s, seed, pert_meta, dt)
+    meta = {**_metadata(spec, env_cfg, ck_path, sha, latency_s, seed, pert_meta, dt), **extra}
     if spec.goal_dim:
         meta["goal"] = goal.tolist()
     meta["initial_state"] = {"qpos": data.qpos.tolist(), "qvel": data.qvel.tolist()}
     path = Path(path)
     rlog = RolloutLog(path, meta, clock=lambda: 0)  # the simulation's clock: t_host = sim time
     rlog.event("enable", "simulated episode", t_host=0.0)
-    ticks, terminated, end, success = _run(spec, model, data, plant, actor, rlog, substeps, goal)
+    ticks, terminated, end, success = _run(
+        spec, model, data, plant, command, rlog, substeps, goal, ticks_max
+    )
     rlog.event(
         "disable", "end of simulated episode" + (" (terminated)" if terminated else ""), t_host=end
     )
@@ -265,3 +270,41 @@ def write_sim_episode(
         }
     )
     return path
+
+
+def write_sim_episode(
+    ck: dict[str, Any],
+    actor,
+    env_cfg: Any,
+    rand,
+    seed: int,
+    path: str | Path,
+    checkpoint: str | Path | None = None,
+) -> Path:
+    """Simulate one episode of `actor` and write it to `path` as a rollout log."""
+    from envs.make import robot_spec
+
+    spec = robot_spec(env_cfg) if env_cfg.kind == "robot" else None
+    sha = actor_sha256(actor)
+    ck_path = str(Path(checkpoint).resolve()) if checkpoint else _find_checkpoint(ck, sha)
+    command = _policy(spec, actor) if spec is not None else None
+    steps = spec.episode_steps if spec is not None else 0
+    return _write(env_cfg, rand, seed, path, command, steps, ck_path, sha, {})
+
+
+def write_sim_run(
+    source, source_meta: dict[str, Any], env_cfg: Any, rand, seed: int, path, duration_s: float
+) -> Path:
+    """Simulate `duration_s` of a command source (`firmware_bridge.host.sources`: an
+    excitation, a playback; `source(obs, sensors, tick)` in actuator units) on the robot as
+    an episode runs, and write it to `path` as a rollout log (the source's metadata in it)."""
+    from envs.make import robot_spec
+
+    ticks = (
+        int(round(duration_s * robot_spec(env_cfg).control_hz)) if env_cfg.kind == "robot" else 0
+    )
+
+    def command(obs, sens, last, tick):
+        return np.array(source(obs, sens, tick), dtype=np.float64)
+
+    return _write(env_cfg, rand, seed, path, command, ticks, None, None, source_meta)
