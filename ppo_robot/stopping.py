@@ -2,7 +2,7 @@
 command's clock that `time_to_target_s` is read on (from the process's start, as the user
 waits: interpreter start-up, imports and config composition included).
 
-Floor: the algorithm's entry points (read by the runner; imports nothing of envs).
+Floor: algo (read by the runner; imports nothing of envs).
 """
 
 from __future__ import annotations
