@@ -63,7 +63,7 @@ def train_one(seed: int, run_dir: Path, overrides: list[str]) -> dict:
             f"randomization={r}",
             f"out_dir={run_dir}",
         )
-        for r in ("none", "default")
+        for r in ("none", "furuta/default")  # a bare "default" is every robot's name
     }
     rows = list(csv.DictReader((run_dir / "metrics.csv").read_text().splitlines()))
     curve = [
@@ -81,7 +81,7 @@ def train_one(seed: int, run_dir: Path, overrides: list[str]) -> dict:
         "total_steps": t["total_steps"],
         "steps_per_s": t["steps_per_s"],
         "success_nominal": ev["none"]["success_rate"],
-        "success_default_randomization": ev["default"]["success_rate"],
+        "success_default_randomization": ev["furuta/default"]["success_rate"],
         # after evaluation first reached 0.95: the lowest evaluation until the run ended
         "min_success_after_first_095": None if first is None else min(c[2] for c in curve[first:]),
         "load_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
