@@ -66,11 +66,13 @@ Runner = tuple[Callable[[], None], int, Callable[[], None]]
 """(run one window, env steps in it, close)."""
 
 
-def setup_rollout(n: int, nthread: int, steps: int, seed: int) -> Runner:
-    task = HalfCheetah()
+def setup_rollout(n: int, nthread: int, steps: int, seed: int, task=None) -> Runner:
+    """Raw `mujoco.rollout` of `task` (default HalfCheetah; any engine task: load_model,
+    n_substeps, action bounds), n models, one control step's substeps per call."""
+    task = task or HalfCheetah()
     nominal = task.load_model()
     models = [task.load_model() for _ in range(n)]
-    S = task.frame_skip
+    S = task.n_substeps(nominal)
     full = mujoco.mjtState.mjSTATE_FULLPHYSICS
     data = mujoco.MjData(nominal)
     mujoco.mj_forward(nominal, data)

@@ -10,6 +10,11 @@ one the returns at 1M steps come from), reported beside it as `shipped_*`.
 
     python benchmarks/train_speed.py [--steps 131072] [--sb3-steps 16384] [--repeats 3] [--shipped]
     python benchmarks/train_speed.py -- ppo.epochs=10   # other overrides for ours
+    python benchmarks/train_speed.py --stages   # the physics limit instead (train_stages.py)
+
+`--stages`: for the default robot and HalfCheetah-v5 with the shipped configs, training
+env-steps/s as a fraction of raw `mujoco.rollout` on the same models and batch in the same
+run, and each stage's share of the training loop (`benchmarks/train_stages.py`); no SB3.
 """
 
 from __future__ import annotations
@@ -64,8 +69,15 @@ def main() -> None:
     ap.add_argument("--sb3-steps", type=int, default=16384)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--shipped", action="store_true", help="also time the shipped config")
+    ap.add_argument("--stages", action="store_true", help="fraction of raw rollout, by stage")
     ap.add_argument("overrides", nargs="*", help="extra key=value for ppo_robot.train")
     args = ap.parse_args()
+    if args.stages:
+        from benchmarks.train_stages import measure
+
+        runs = [measure("furuta", 491520, []), measure("halfcheetah", 32768, [])]
+        print(json.dumps({"stages": runs, "machine": machine(), "date": time.strftime("%Y-%m-%d")}))
+        return
     overrides = [*FAST, *args.overrides]
     ours_sps, sb3_sps, shipped_sps = [], [], []
     for _ in range(args.repeats):  # interleaved, so all see the same machine state

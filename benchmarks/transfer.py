@@ -50,6 +50,7 @@ def _realities(name: str | None) -> list[Path]:
 def train_and_export(rand: str, seed: int, work: Path, total_steps: int | None) -> Path:
     run = work / f"{rand}-s{seed}"
     args = [f"run_dir={run}", f"randomization={rand}", f"seed={seed}", "progress=false"]
+    args.append("stop_at=null")  # every randomization trains for the same budget
     if total_steps:
         args.append(f"total_steps={total_steps}")
     t = cli("ppo_robot.train", *args)

@@ -58,7 +58,9 @@ def train_ours(task: ScoreTask, seed: int, clock: Clock, overrides: list[str]) -
             return stats
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = compose_train(task, seed, f"{d}/run", overrides)
+        # a fixed budget: the benchmark's clock, not stop_at, ends the run (its hold is
+        # judged on the shared evaluator's snapshots)
+        cfg = compose_train(task, seed, f"{d}/run", ["stop_at=null", *overrides])
         typed = typed_config(cfg, TrainConfig)
         cfg_dict = OmegaConf.to_container(cfg, resolve=True)
         runner = ClockedRunner(typed, cfg_dict, randomization_of(cfg))

@@ -10,6 +10,7 @@ cannot (ranges, divisibility) with one-line errors naming the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,37 @@ class PPOConfig:
 
 
 @dataclass
+class StopAt:
+    """A target that ends training once periodic evaluations reach it `evals` times in a row.
+    At most one of success and return_mean; neither (or `stop_at=null`): train for
+    total_steps."""
+
+    success: float | None = None
+    """Evaluation success rate to reach, in (0, 1] (robot tasks)."""
+    return_mean: float | None = None
+    """Evaluation mean return to reach (Gymnasium tasks, or robots by return)."""
+    evals: int = 2
+    """Consecutive periodic evaluations at or above the target before training stops."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a target is set."""
+        return self.success is not None or self.return_mean is not None
+
+    def reached(self, success_rate: float | None, return_mean: float) -> bool:
+        """Whether one evaluation's figures meet the target."""
+        if self.success is not None:
+            return success_rate is not None and success_rate >= self.success
+        return math.isfinite(return_mean) and return_mean >= self.return_mean
+
+    def describe(self) -> str:
+        """The target in words, e.g. 'success >= 0.95 for 2 evaluations'."""
+        what = "success" if self.success is not None else "return"
+        value = self.success if self.success is not None else self.return_mean
+        return f"{what} >= {value:g} for {self.evals} evaluation{'s' * (self.evals > 1)}"
+
+
+@dataclass
 class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     """Task (config group env=)."""
@@ -145,8 +177,10 @@ class TrainConfig:
     read."""
     progress: bool = True
     """Live progress bar on stderr."""
-    stop_success: float = 0.0
-    """Stop early once evaluation success reaches this (0 = never; robots only)."""
+    stop_at: StopAt | None = field(default_factory=StopAt)
+    """Stop once periodic evaluation reaches a target and holds it (null = run total_steps;
+    the default robot's env file turns it on). The summary then names the checkpoint that
+    met it and gives `time_to_target_s`."""
 
     def validate(self) -> None:
         """Range checks a type cannot express; raises UserError naming the key."""
@@ -215,9 +249,30 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(msg)
+    if cfg.stop_at is not None:
+        validate_stop_at(cfg.stop_at, e.kind)
     batch = p.n_steps * e.num_envs
     if batch % p.minibatches:
         raise UserError(
             f"ppo.minibatches={p.minibatches} does not divide the batch "
             f"ppo.n_steps x env.num_envs = {batch}"
         )
+
+
+def validate_stop_at(s: StopAt, kind: str) -> None:
+    """stop_at's checks; raises UserError naming the key."""
+    if s.success is not None and s.return_mean is not None:
+        raise UserError(
+            f"stop_at: both stop_at.success={s.success} and stop_at.return_mean={s.return_mean} "
+            "are set; set the other to null"
+        )
+    if s.success is not None and not 0 < s.success <= 1:
+        raise UserError(f"stop_at.success must be in (0, 1], got {s.success}")
+    if s.success is not None and kind == "gym":
+        raise UserError(
+            "stop_at.success: a Gymnasium task has no success rate; give stop_at.return_mean"
+        )
+    if s.return_mean is not None and not math.isfinite(s.return_mean):
+        raise UserError(f"stop_at.return_mean must be finite, got {s.return_mean}")
+    if s.evals < 1:
+        raise UserError(f"stop_at.evals must be >= 1, got {s.evals}")

@@ -11,7 +11,9 @@ KL early stop and advantages recomputed before each epoch.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -55,11 +57,50 @@ def value_loss(values, old_values, returns, clip: float) -> torch.Tensor:
 def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fused CPU kernel where torch has one (>= 2.4): one pass over each
     parameter instead of a dozen elementwise ops. HalfCheetah's update (160 minibatches of
-    64) runs 1.12-1.17x faster at one thread (`python benchmarks/update_threads.py`)."""
+    64) runs 1.12-1.17x faster at one thread (`python benchmarks/update_threads.py`).
+    Built and stepped without importing torch._dynamo (`_skip_dynamo_import`)."""
+    skip = _skip_dynamo_import()
     try:
-        return torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True)
+        opt = torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True)
     except (RuntimeError, TypeError):  # older torch: no fused kernel for CPU tensors
-        return torch.optim.Adam(params, lr=lr, eps=1e-5)
+        opt = torch.optim.Adam(params, lr=lr, eps=1e-5)
+    if skip:
+        raw = inspect.unwrap(type(opt).step)
+
+        def step(closure=None):
+            with torch.no_grad():  # what the skipped wrapper did (differentiable=False)
+                return raw(opt, closure)
+
+        opt.step = step
+    return opt
+
+
+_WRAPPED_OPTIMIZER_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def _skip_dynamo_import() -> bool:
+    """torch.optim imports torch._dynamo on an optimizer's first use (1.1 s on a quiet 2-core
+    machine, 2.8 s at load 3.5: the largest part of the train's start-up) only to keep
+    torch.compile from tracing into it: the methods above are wrapped by
+    `torch._disable_dynamo` (which imports it on the first call, then caches the disabled
+    form on the function), and `step` by `_use_grad` (which imports it to place a graph break,
+    then runs the step with grad mode off). Nothing here is compiled, so where torch._dynamo
+    is not loaded yet each method's cache is set to the method itself and `adam` steps with
+    the unwrapped `step` under no_grad: the same arithmetic (bit-identical,
+    tests/test_ppo.py), no import. False (nothing changed) where torch._dynamo is loaded
+    already or this torch has no such wrappers."""
+    if "torch._dynamo" in sys.modules:
+        return False
+    fns = [
+        getattr(getattr(torch.optim.Optimizer, n, None), "__wrapped__", None)
+        for n in _WRAPPED_OPTIMIZER_METHODS
+    ]
+    if any(fn is None for fn in fns):
+        return False
+    for fn in fns:
+        if getattr(fn, "__dynamo_disable", None) is None:
+            setattr(fn, "__dynamo_disable", fn)  # noqa: B010 - the wrapper's own cache
+    return True
 
 
 def adapt_beta(beta: float, kl: float, target: float) -> float:

@@ -28,6 +28,7 @@ from ppo_robot.config import TrainConfig
 from ppo_robot.networks import Actor, Critic
 from ppo_robot.normalizer import ReturnScaler
 from ppo_robot.ppo import PPO, UpdateStats
+from ppo_robot.stopping import TargetWatch
 from ppo_robot.storage import RolloutStorage
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class Runner:
         self.last_eval: EvalResult | None = None
         self.best_eval: EvalResult | None = None
         self.rollbacks = 0
+        self.watch = TargetWatch(cfg.stop_at)
         self.obs: np.ndarray | None = None
         # only now that everything built: bad input leaves no run folder behind
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -276,22 +278,23 @@ class Runner:
                 for ep in episodes:
                     ep.clear()
                 final = self.update == self.n_updates
+                stop = None
                 if (cfg.eval_every and self.update % cfg.eval_every == 0) or final:
                     stop = self._evaluate_step(row)
-                    if stop:  # as before the split: the stopping update's row is not written
-                        status = stop
-                        break
                 writer.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
                 mfile.flush()
                 for k, v in row.items():
                     if isinstance(v, int | float) and v is not None and k != "update":
                         tb.add_scalar(f"train/{k}", v, self.step)
                 progress.update(self.batch, row)
+                if stop:  # the stopping evaluation's row is written, as every other
+                    status = stop
+                    break
         finally:
             progress.close()
             mfile.close()
             tb.close()
-        if status == "completed" or status.startswith("stopped: eval"):
+        if status == "completed" or status.startswith("stopped: target"):
             self._last_good = self.save("last.pt")
         return self._summary(status)
 
@@ -324,8 +327,8 @@ class Runner:
         }
 
     def _evaluate_step(self, row: dict[str, Any]) -> str | None:
-        """Periodic evaluation: best.pt, rollback, last.pt; the stop status where
-        stop_success is reached, else None."""
+        """Periodic evaluation: best.pt, rollback, last.pt; the stop status where stop_at's
+        target has held for its evaluations, else None."""
         cfg = self.cfg
         ev = evaluate_policy(self.actor, self.eval_env, cfg.seed + EVAL_RESET_SEED)
         self.last_eval = ev
@@ -350,8 +353,8 @@ class Runner:
         self._last_good = self.save("last.pt")
         if cfg.keep_checkpoints:  # written atomically, as best.pt and last.pt
             self.save(f"step_{self.step:09d}.pt")
-        if cfg.stop_success and (ev.success_rate or 0.0) >= cfg.stop_success:
-            return f"stopped: eval success {ev.success_rate:.2f} >= {cfg.stop_success}"
+        if self.watch.observe(ev.success_rate, ev.return_mean, self.step):
+            return f"stopped: target reached ({cfg.stop_at.describe()})"
         return None
 
     def _summary(self, status: str) -> dict[str, Any]:
@@ -359,12 +362,15 @@ class Runner:
         wall = self.wall_before + time.perf_counter() - self._t0
         best, last = self.best_eval, self.last_eval
         best_path = self.run_dir / "checkpoints" / "best.pt"
+        if status.startswith("stopped: target"):  # the kept checkpoint: the one that met it
+            best, best_path = last, last_good
         return {
             "status": status,
             "total_steps": self.step,
             "wall_s": round(wall, 2),
             "steps_per_s": round(self.step / max(wall, 1e-9), 1),
-            # figures of the checkpoint named below: the best periodic evaluation
+            # figures of the checkpoint named below: the best periodic evaluation (stopped
+            # at the target: the evaluation that completed it)
             "return_mean": best.return_mean if best else None,
             "success_rate": best.success_rate if best else None,
             "checkpoint": str(best_path)
@@ -375,6 +381,7 @@ class Runner:
             "last_success_rate": last.success_rate if last else None,
             "updates": self.update,
             "rollbacks": self.rollbacks,
+            **self.watch.summary(),
             "run_dir": str(self.run_dir),
         }
 
