@@ -142,6 +142,7 @@ def _metadata(cfg: Any, ck: dict[str, Any], spec) -> dict[str, str]:
         "action.kd": json.dumps([a.kd for a in spec.actuators]),
         "action.safe": json.dumps(spec.safe_command.tolist()),
         **_incremental_metadata(spec),
+        **_adr_metadata(ck),
         "train.config_hash": ck["config_hash"],
         "train.git_rev": ck["git_rev"],
         "train.checkpoint_sha256": file_sha256(cfg.checkpoint),
@@ -150,6 +151,15 @@ def _metadata(cfg: Any, ck: dict[str, Any], spec) -> dict[str, str]:
         "export.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "export.git_rev": git_revision(),
     }
+
+
+def _adr_metadata(ck: dict[str, Any]) -> dict[str, str]:
+    """`train.adr_ranges`: the adaptive ranges the policy was trained against (absent
+    without automatic domain randomization)."""
+    from ppo_robot.adr_log import checkpoint_ranges
+
+    ranges = checkpoint_ranges(ck)
+    return {} if ranges is None else {"train.adr_ranges": json.dumps(ranges)}
 
 
 def _incremental_metadata(spec) -> dict[str, str]:

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,12 +21,14 @@ import torch
 
 from envs.make import make_env
 from envs.randomization import Randomization
+from ppo_robot.adr_log import adr_fields, adr_row, adr_summary, write_ranges
 from ppo_robot.checkpoint import load_checkpoint, save_checkpoint
 from ppo_robot.cli import UserError
 from ppo_robot.config import TrainConfig
 from ppo_robot.networks import Actor, Critic
 from ppo_robot.normalizer import ReturnScaler
 from ppo_robot.ppo import PPO, UpdateStats
+from ppo_robot.progress import Progress
 from ppo_robot.stopping import TargetWatch
 from ppo_robot.storage import RolloutStorage
 
@@ -120,6 +121,11 @@ class Runner:
         e, p = cfg.env, cfg.ppo
         self.env = make_env(e, e.num_envs, cfg.seed, rand)
         self.eval_env = make_env(e, cfg.eval_episodes, cfg.seed + EVAL_ENV_SEED, rand)
+        self.adr = getattr(self.env, "adr", None)
+        """Adaptive ranges (`envs.adr_sampler`); evaluations run inside the reached ranges."""
+        if self.adr is not None:
+            self.eval_env.adr.freeze()
+        self.metric_fields = METRIC_FIELDS + adr_fields(self.env)
         obs_dim = self.env.single_observation_space.shape[0]
         act_dim = self.env.single_action_space.shape[0]
         self.actor = Actor(
@@ -216,7 +222,9 @@ class Runner:
                 rows = [r for r in csv.DictReader(f) if int(r["update"]) <= self.update]
         tmp = self.run_dir / "metrics.csv.tmp"
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS, restval="", extrasaction="ignore")
+            writer = csv.DictWriter(
+                f, fieldnames=self.metric_fields, restval="", extrasaction="ignore"
+            )
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, self.run_dir / "metrics.csv")
@@ -257,10 +265,10 @@ class Runner:
         # a resumed run_dir already holds the header and the run's rows (_carry_history)
         mode = "a" if cfg.resume else "w"
         mfile = open(self.run_dir / "metrics.csv", mode, newline="")  # noqa: SIM115 - closed in finally
-        writer = csv.DictWriter(mfile, fieldnames=METRIC_FIELDS)
+        writer = csv.DictWriter(mfile, fieldnames=self.metric_fields)
         if not cfg.resume:
             writer.writeheader()
-        progress = _Progress(self.n_updates * self.batch, enabled=cfg.progress)
+        progress = Progress(self.n_updates * self.batch, enabled=cfg.progress)
         episodes: tuple[list[np.ndarray], ...] = ([], [], [])  # returns, success, lengths
         status = "completed"
         self._last_good: Path | None = None
@@ -281,7 +289,7 @@ class Runner:
                 stop = None
                 if (cfg.eval_every and self.update % cfg.eval_every == 0) or final:
                     stop = self._evaluate_step(row)
-                writer.writerow({k: _fmt(row.get(k)) for k in METRIC_FIELDS})
+                writer.writerow({k: _fmt(row.get(k)) for k in self.metric_fields})
                 mfile.flush()
                 for k, v in row.items():
                     if isinstance(v, int | float) and v is not None and k != "update":
@@ -296,6 +304,7 @@ class Runner:
             tb.close()
         if status == "completed" or status.startswith("stopped: target"):
             self._last_good = self.save("last.pt")
+        write_ranges(self.env, self.run_dir)
         return self._summary(status)
 
     def _update_step(self) -> UpdateStats:
@@ -324,12 +333,15 @@ class Runner:
             "episode_length": _mean(ep_lengths),
             "success_rate": _mean(ep_success),
             **{k: getattr(stats, k) for k in STAT_FIELDS},
+            **adr_row(self.env),
         }
 
     def _evaluate_step(self, row: dict[str, Any]) -> str | None:
         """Periodic evaluation: best.pt, rollback, last.pt; the stop status where stop_at's
         target has held for its evaluations, else None."""
         cfg = self.cfg
+        if self.adr is not None:  # evaluated inside the ranges reached so far
+            self.eval_env.adr.freeze(self.adr.state.state_dict())
         ev = evaluate_policy(self.actor, self.eval_env, cfg.seed + EVAL_RESET_SEED)
         self.last_eval = ev
         row["eval_return"] = ev.return_mean
@@ -382,6 +394,7 @@ class Runner:
             "updates": self.update,
             "rollbacks": self.rollbacks,
             **self.watch.summary(),
+            **({"adr": adr_summary(self.env)} if self.adr is not None else {}),
             "run_dir": str(self.run_dir),
         }
 
@@ -445,51 +458,3 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, float):
         return f"{v:.6g}"
     return v
-
-
-class _Progress:
-    """A live progress bar on stderr: steps, steps/s, return, ETA."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(
-                "{task.fields[sps]:>8} steps/s  return {task.fields[ret]:>8}  success {task.fields[succ]:>5}"
-            ),
-            TimeRemainingColumn(),
-            console=Console(file=sys.stderr),
-            transient=False,
-        )
-        self.task = self.bar.add_task("train", total=total, sps="-", ret="-", succ="-")
-        self.bar.start()
-
-    def update(self, n: int, row: dict[str, Any]) -> None:
-        if self.bar is None:
-            return
-        ret = row.get("eval_return", row.get("return_mean"))
-        succ = row.get("eval_success", row.get("success_rate"))
-        self.bar.update(
-            self.task,
-            advance=n,
-            sps=f"{row['steps_per_s']:.0f}",
-            ret="-" if ret is None else f"{ret:.1f}",
-            succ="-" if succ is None else f"{succ:.2f}",
-        )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

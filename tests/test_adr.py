@@ -6,6 +6,7 @@ a bad `adaptive:` config is one error naming its key."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
 
 import mujoco
@@ -17,7 +18,8 @@ from envs.batched import BatchedEnv
 from envs.randomization import load
 from envs.robots import get_robot
 from envs.task import RobotTask
-from tests.conftest import ROOT, run_cli
+from export.runtime import OnnxPolicy
+from tests.conftest import ROOT, last_json, run_cli
 
 CFG = {
     "share": 0.2,
@@ -198,3 +200,42 @@ def test_train_refuses_a_bad_adaptive_config_in_one_line():
     assert p.returncode == 2, p.stderr
     assert "adaptive.params.damping.step" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_a_run_reports_its_ranges_and_the_policy_carries_them(tmp_path):
+    """metrics.csv has the ranges per update, adr_ranges.json and the summary name them,
+    the exported policy's metadata records them."""
+    p = run_cli(
+        "ppo_robot.train",
+        f"run_dir={tmp_path}/run",
+        "randomization=furuta/adaptive",
+        "env.num_envs=20",
+        "ppo.n_steps=16",
+        "total_steps=1280",
+        "eval_every=2",
+        "eval_episodes=2",
+        "stop_at=null",
+        "progress=false",
+        timeout=300,
+        check=True,
+    )
+    s = last_json(p.stdout)
+    assert set(s["adr"]["ranges"]) == {
+        "pendulum_mass",
+        "motor_gain",
+        "damping",
+        "coulomb",
+        "latency_s",
+    }
+    saved = json.loads((tmp_path / "run" / "adr_ranges.json").read_text())
+    assert saved == s["adr"] and saved["bounds"]["latency_s"] == [0.0, 0.045]
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert (
+        len(rows) == 4
+        and float(rows[-1]["adr.pendulum_mass.high"]) == saved["ranges"]["pendulum_mass"][1]
+    )
+    onnx_path = tmp_path / "policy.onnx"
+    run_cli("export.onnx", f"checkpoint={s['checkpoint']}", f"output={onnx_path}", check=True)
+    meta = OnnxPolicy(onnx_path).info.meta
+    assert json.loads(meta["train.adr_ranges"]) == saved["ranges"]
