@@ -180,7 +180,8 @@ class TrainConfig:
     stop_at: StopAt | None = field(default_factory=StopAt)
     """Stop once periodic evaluation reaches a target and holds it (null = run total_steps;
     the default robot's env file turns it on). The summary then names the checkpoint that
-    met it and gives `time_to_target_s`."""
+    met it and gives `time_to_target_s` (from this command's start; a resumed run counts
+    its own command and its own evaluations)."""
 
     def validate(self) -> None:
         """Range checks a type cannot express; raises UserError naming the key."""
