@@ -189,19 +189,21 @@ def _missing(e: Exception) -> str:
 def robot_group_args(argv: list[str], config_name: str | None = None) -> list[str]:
     """`randomization=default` -> `randomization=furuta/default`: a bare option of a
     per-robot group read as the robot's (`env.robot=`, else the `env=` file's robot, else
-    `robot=`, else the one robot that has it). `excitation=prbs robot=so101` likewise, and
+    `robot=`, else the robot of `checkpoint=`'s run (its config.yaml), else the one robot
+    that has it). `excitation=prbs robot=so101` likewise, and
     without `excitation=` the config's default excitation (`config_name`'s defaults list) is
     the robot's file of that name where it has one (so101's `chirp`, furuta's shared one)."""
     import yaml
 
     from ppo_robot.paths import config_dir, robot_option
 
-    given = dict(a.split("=", 1) for a in argv if a.startswith(("env=", "env.robot=", "robot=")))
+    keys = ("env=", "env.robot=", "robot=", "checkpoint=")
+    given = dict(a.split("=", 1) for a in argv if a.startswith(keys))
     robot = given.get("env.robot")
     env_file = config_dir() / "env" / f"{given.get('env', '')}.yaml"
     if robot is None and "env" in given and env_file.is_file():
         robot = ((yaml.safe_load(env_file.read_text()) or {}).get("env") or {}).get("robot")
-    robot = robot or given.get("robot")
+    robot = robot or given.get("robot") or _checkpoint_robot(given.get("checkpoint"))
     out = []
     for a in argv:
         key, eq, val = a.partition("=")
@@ -215,6 +217,20 @@ def robot_group_args(argv: list[str], config_name: str | None = None) -> list[st
         if own != default:
             out.append(f"excitation={own}")
     return out
+
+
+def _checkpoint_robot(path: str | None) -> str | None:
+    """The robot of the run a checkpoint was saved in (RUN/checkpoints/X.pt beside
+    RUN/config.yaml); None where that is not known."""
+    import yaml
+
+    cfg = Path(path).resolve().parent.parent / "config.yaml" if path else None
+    if cfg is None or not cfg.is_file():
+        return None
+    try:
+        return ((yaml.safe_load(cfg.read_text()) or {}).get("env") or {}).get("robot")
+    except yaml.YAMLError:
+        return None
 
 
 def _default_option(config_name: str | None, group: str) -> str | None:
