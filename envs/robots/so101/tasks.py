@@ -46,14 +46,31 @@ OBS_NAMES = (
     "error_x",
     "error_y",
     "error_z",
+    "bearing_cos",
+    "bearing_sin",
+    "target_radius",
     *(f"{j}_last" for j in JOINTS),
 )
 
 
 @lru_cache(maxsize=4)
-def _model(xml_path: str) -> tuple[mujoco.MjModel, ChainKinematics]:
+def _model(xml_path: str) -> tuple[mujoco.MjModel, ChainKinematics, np.ndarray]:
+    """The model, the tip's kinematics and the pan axis' (x, y) in the world."""
     model = mujoco.MjModel.from_xml_path(xml_path)
-    return model, ChainKinematics(model, "tip", ARM)
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    axis = data.xanchor[model.joint(JOINTS[0]).id, :2].copy()
+    return model, ChainKinematics(model, "tip", ARM), axis
+
+
+def target_bearing(spec: RobotSpec, sensors: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """(..., 3): cos and sin of the target's bearing about the pan axis as seen from the
+    arm's present heading (0: straight ahead; +-pi: behind, where the pan cannot turn and
+    the arm must lean back over its base), and the target's distance from the axis."""
+    axis = _model(str(spec.xml_path))[2]
+    dx, dy = goal[..., 0] - axis[0], goal[..., 1] - axis[1]
+    rel = np.arctan2(dy, dx) + sensors[..., 0]  # the pan turns the arm about -z
+    return np.stack([np.cos(rel), np.sin(rel), np.hypot(dx, dy)], axis=-1)
 
 
 def tip_position(spec: RobotSpec, sensors: np.ndarray) -> np.ndarray:
@@ -79,14 +96,28 @@ def self_collision(spec: RobotSpec, qpos: np.ndarray) -> np.ndarray:
     return hit.reshape(np.shape(qpos)[:-1])
 
 
-def _poses(spec: RobotSpec, rng: np.random.Generator, n: int, spread: float) -> np.ndarray:
+def reach_ahead(spec: RobotSpec, qpos: np.ndarray) -> np.ndarray:
+    """(..., 6) joint angles -> (...,) how far (m) the tip lies ahead of the pan axis along
+    the arm's own heading; negative: the arm leans back over its base."""
+    axis = _model(str(spec.xml_path))[2]
+    tip = tip_position(spec, qpos)
+    heading = -qpos[..., 0]  # the pan turns the arm about -z
+    return (tip[..., 0] - axis[0]) * np.cos(heading) + (tip[..., 1] - axis[1]) * np.sin(heading)
+
+
+def _poses(
+    spec: RobotSpec, rng: np.random.Generator, n: int, spread: float, ahead: float | None = None
+) -> np.ndarray:
     """`n` collision-free poses, uniform in the middle `spread` of each joint's range, with
-    the tip above the table (rejection sampling)."""
+    the tip above the table and, given `ahead`, at least that far ahead of the pan axis
+    (rejection sampling)."""
     mid, half = 0.5 * (_LO + _HI), 0.5 * (_HI - _LO) * spread
     out = np.zeros((0, _N))
     while len(out) < n:
         q = rng.uniform(mid - half, mid + half, size=(2 * n, _N))
         ok = tip_position(spec, q)[:, 2] > TABLE_CLEARANCE
+        if ahead is not None:
+            ok &= reach_ahead(spec, q) > ahead
         q = q[ok]
         q = q[~self_collision(spec, q)]
         out = np.concatenate([out, q])
@@ -104,7 +135,12 @@ class Reach(Objective):
     start_spread: float = 0.6
     """Start poses: uniform in the middle 60 % of each joint's range, at rest."""
     target_spread: float = 0.8
-    """Targets: the tip of a pose uniform in the middle 80 % of each joint's range."""
+    """Targets: the tip of a pose uniform in the middle 80 % of each joint's range ..."""
+    target_ahead: float = 0.05
+    """... whose tip lies at least this far (m) ahead of the pan axis along the arm's
+    heading: the arm's front workspace. Behind it (the arm leaning back over its base,
+    13-16 % of the poses) the pan cannot face the target and policies trained on both
+    sides failed there (docs/so101.md)."""
     rate_cost: float = 0.05
     """Reward charge per unit of squared command change per tick, in units of the most a
     goal may move in one tick (`GOAL_RATE` / control_hz): the action's own scale."""
@@ -112,7 +148,8 @@ class Reach(Objective):
     def observe(self, spec: RobotSpec, sensors: np.ndarray, inputs: TaskInputs) -> np.ndarray:
         err = tip_position(spec, sensors) - inputs.goal
         last = spec.action_map.normalized(inputs.last_command)
-        parts = (sensors[..., _POS], 0.1 * sensors[..., _VEL], inputs.goal, err, last)
+        bearing = target_bearing(spec, sensors, inputs.goal)
+        parts = (sensors[..., _POS], 0.1 * sensors[..., _VEL], inputs.goal, err, bearing, last)
         return np.concatenate(parts, axis=-1).astype(np.float32)
 
     def reward(
@@ -149,7 +186,7 @@ class Reach(Objective):
     def sample_goal(
         self, spec: RobotSpec, model: mujoco.MjModel, rng: np.random.Generator, n: int
     ) -> np.ndarray:
-        return tip_position(spec, _poses(spec, rng, n, self.target_spread))
+        return tip_position(spec, _poses(spec, rng, n, self.target_spread, self.target_ahead))
 
 
 TASKS = (Reach(),)
