@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
-from firmware_bridge.tools.faultproxy_settings import Rates
+from firmware_bridge.tools.faultproxy_settings import Rates, settings_from_config
 
 
 def _optional(hint: Any) -> Any:
@@ -87,3 +87,7 @@ class FaultProxyConfig:
     """Reopen the upstream port when it goes away (a controller that restarts)."""
     duration_s: float | None = None
     """Stop after this long (default: run until SIGTERM/SIGINT)."""
+
+    def validate(self) -> None:
+        """Every key checked once, by resolving the settings (UserError naming the key)."""
+        settings_from_config(self)
