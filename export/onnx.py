@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from export.config import ExportConfig
-from ppo_robot.cli import UserError, run_app, write_summary
+from ppo_robot.cli import UserError, run_app, typed_config, write_summary
 
 
 def parity_observations(mean: np.ndarray, std: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -42,13 +42,12 @@ def parity_observations(mean: np.ndarray, std: np.ndarray, n: int, seed: int) ->
     return np.concatenate([typical, far, edges]).astype(np.float32)
 
 
-def export(cfg: Any) -> dict[str, Any]:
+def export(raw: Any) -> dict[str, Any]:
     from ppo_robot.checkpoint import build_actor, load_checkpoint
 
+    cfg: ExportConfig = typed_config(raw, ExportConfig)
     ck = load_checkpoint(cfg.checkpoint)
     out = _output_path(cfg)
-    if cfg.parity_n < 10_000:
-        raise UserError(f"parity_n must be >= 10000, got {cfg.parity_n}")
     actor = build_actor(ck)
     spec = _robot_spec(cfg, ck)
     meta = _metadata(cfg, ck, spec)
@@ -74,10 +73,8 @@ def export(cfg: Any) -> dict[str, Any]:
     return summary
 
 
-def _output_path(cfg: Any) -> Path:
+def _output_path(cfg: ExportConfig) -> Path:
     """The .onnx path to write, its folder created and writable; UserError naming `output`."""
-    if cfg.output is None:
-        raise UserError("output: give output=PATH for the .onnx file")
     out = Path(cfg.output)
     if out.suffix != ".onnx":
         raise UserError(f"output: {out} must end in .onnx")
@@ -92,7 +89,7 @@ def _output_path(cfg: Any) -> Path:
     return out
 
 
-def _robot_spec(cfg: Any, ck: dict[str, Any]):
+def _robot_spec(cfg: ExportConfig, ck: dict[str, Any]):
     """The installed robot spec the checkpoint was trained on, its layout unchanged."""
     from envs.robots import get_robot
     from envs.spec import RobotSpec, SpecError
@@ -115,7 +112,7 @@ def _robot_spec(cfg: Any, ck: dict[str, Any]):
     return spec
 
 
-def _metadata(cfg: Any, ck: dict[str, Any], spec) -> dict[str, str]:
+def _metadata(cfg: ExportConfig, ck: dict[str, Any], spec) -> dict[str, str]:
     """The file's metadata_props (all but the parity figures): the one place they are named."""
     from export.runtime import META_FORMAT, file_sha256
     from ppo_robot.checkpoint import git_revision
@@ -174,7 +171,7 @@ def _incremental_metadata(spec) -> dict[str, str]:
     }
 
 
-def _torch_commands(cfg: Any, actor, spec) -> tuple[np.ndarray, np.ndarray]:
+def _torch_commands(cfg: ExportConfig, actor, spec) -> tuple[np.ndarray, np.ndarray]:
     """The parity observations and the torch actor's commands for them (in cfg.precision)."""
     import torch
 
@@ -182,8 +179,6 @@ def _torch_commands(cfg: Any, actor, spec) -> tuple[np.ndarray, np.ndarray]:
     mean = norm.mean.numpy()
     std = np.sqrt(norm.var.numpy())
     obs = parity_observations(mean, std, int(cfg.parity_n), int(cfg.seed))
-    if cfg.precision not in ("float64", "float32"):
-        raise UserError(f"precision must be float64 or float32, got '{cfg.precision}'")
     with torch.no_grad():
         if cfg.precision == "float64":
             mu = actor.double()(torch.from_numpy(obs).double()).numpy()
@@ -193,7 +188,7 @@ def _torch_commands(cfg: Any, actor, spec) -> tuple[np.ndarray, np.ndarray]:
     return obs, spec.command_for(obs, mu)
 
 
-def _checked_model(cfg: Any, actor, spec, meta: dict[str, str]):
+def _checked_model(cfg: ExportConfig, actor, spec, meta: dict[str, str]):
     """Parity: torch (the trained actor + the spec's mapping) vs onnxruntime. The final
     model's bytes (metadata + parity figures), checked and run once; the parity
     observations, the largest difference and the parity metadata."""

@@ -209,6 +209,8 @@ class EvalConfig:
         """Range checks a type cannot express; raises UserError naming the key."""
         if self.episodes < 1:
             raise UserError(f"episodes must be >= 1, got {self.episodes}")
+        if self.reality and (self.randomization or {}).get("params"):
+            raise UserError("give either reality=PATH or randomization=..., not both")
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -19,7 +19,7 @@ from ppo_robot.cli import UserError, run_app, typed_config, write_summary
 from ppo_robot.config import EvalConfig
 
 
-def evaluate(cfg: Any) -> dict[str, Any]:
+def evaluate(raw: Any) -> dict[str, Any]:
     import torch
 
     from envs.make import make_env
@@ -28,17 +28,12 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     from ppo_robot.checkpoint import build_actor, load_checkpoint
     from ppo_robot.runner import evaluate_policy
 
-    typed_config(cfg, EvalConfig)
+    cfg: EvalConfig = typed_config(raw, EvalConfig)
     ck = load_checkpoint(cfg.checkpoint)
     actor = build_actor(ck)
     env_cfg = OmegaConf.create(ck["env"])
     try:
-        if cfg.reality:
-            if cfg.randomization and OmegaConf.to_container(cfg.randomization).get("params"):
-                raise UserError("give either reality=PATH or randomization=..., not both")
-            rand = load(cfg.reality)
-        else:
-            rand = parse(OmegaConf.to_container(cfg.randomization, resolve=True))
+        rand = load(cfg.reality) if cfg.reality else parse(cfg.randomization)
         env = make_env(env_cfg, int(cfg.episodes), int(cfg.seed), rand)
     except (RandomizationError, SpecError, ValueError) as e:
         raise UserError(str(e)) from None

@@ -306,3 +306,46 @@ def test_every_entry_schema_is_registered_by_its_entry_point():
             and ast.unparse(n.args[0]) == repr(name)
         ]
         assert calls, f"{path} registers no schema for '{name}'"
+
+
+def _run_app_tasks() -> list[tuple[str, str, ast.FunctionDef | None, str]]:
+    """Every `run_app(name, task, Schema, ...)` call of ours: (file, config name, the task's
+    FunctionDef in that module or None, the schema's name)."""
+    out = []
+    for path in _modules().values():
+        tree = _tree(path)
+        defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Call) and ast.unparse(n.func) == "run_app" and len(n.args) >= 3:
+                rel = path.relative_to(ROOT).as_posix()
+                task = ast.unparse(n.args[1])
+                out.append((rel, ast.unparse(n.args[0]), defs.get(task), ast.unparse(n.args[2])))
+    return out
+
+
+def test_every_entry_point_converts_its_config_with_typed_config():
+    """Each run_app task turns the composed DictConfig into its schema's typed object with
+    `typed_config(<its parameter>, <the schema run_app registers>)`, bound to a name it
+    reads, so the schema's `validate()` runs and nothing checks the DictConfig by hand."""
+    tasks = _run_app_tasks()
+    assert {name for _, name, _, _ in tasks} >= {
+        "'train'", "'evaluate'", "'export'", "'deploy'", "'replay'", "'faultproxy'",
+        "'sim_robot'", "'calibrate'",
+    }  # fmt: skip
+    bad = []
+    for rel, name, task, schema in tasks:
+        if task is None:
+            bad.append(f"{rel}: run_app({name}, ...)'s task is not a function of that module")
+            continue
+        param = task.args.args[0].arg
+        bound = [
+            s
+            for s in ast.walk(task)
+            if isinstance(s, ast.Assign | ast.AnnAssign)
+            and isinstance(s.value, ast.Call)
+            and ast.unparse(s.value.func) == "typed_config"
+            and [ast.unparse(a) for a in s.value.args] == [param, schema]
+        ]
+        if not bound:
+            bad.append(f"{rel}: {task.name}() binds no typed_config({param}, {schema})")
+    assert bad == []

@@ -34,10 +34,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from firmware_bridge.analysis.fitted_configs import (
     default_randomization,
@@ -58,7 +57,7 @@ from firmware_bridge.analysis.replay_run import (
 )
 from firmware_bridge.analysis.replay_sections import Skip, log, report, run_section
 from firmware_bridge.analysis.replay_sim import sim_replay
-from ppo_robot.cli import UserError, run_app, write_summary
+from ppo_robot.cli import UserError, run_app, typed_config, write_summary
 
 __all__ = [
     "default_randomization",
@@ -70,14 +69,15 @@ __all__ = [
 ]
 
 
-def replay_command(cfg: Any) -> dict[str, Any]:
+def replay_command(raw: Any) -> dict[str, Any]:
     """Every section of the report in turn, each one that fails named in `missing`; the
     summary (also out_dir/replay.json)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="replay: %(message)s")
     log.setLevel(logging.INFO)
     t_start = time.perf_counter()
+    cfg: ReplayConfig = typed_config(raw, ReplayConfig)
     import_mujoco(cfg)
-    paths, fit_names, datas, out = read_inputs(cfg)
+    cfg, paths, fit_names, datas, out = read_inputs(cfg)
     data = datas[0]
     run = data.run
     missing: list[str] = []
@@ -109,16 +109,16 @@ def replay_command(cfg: Any) -> dict[str, Any]:
         run_section(
             missing,
             "report",
-            lambda: report().write_markdown(
-                out, s, figs, OmegaConf.to_container(cfg, resolve=True)
-            ),
+            lambda: report().write_markdown(out, s, figs, asdict(cfg)),
         )
         s["report"] = str(out / "report.md")
     write_summary(s, out, name="replay.json")
     return s
 
 
-def _robot_section(cfg: Any, run: dict[str, Any], fit_names: list[str], missing: list[str]):
+def _robot_section(
+    cfg: ReplayConfig, run: dict[str, Any], fit_names: list[str], missing: list[str]
+):
     """The robot spec of the log (None: named in `missing`); bad fit names refused."""
     spec = None
     try:

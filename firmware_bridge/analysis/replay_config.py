@@ -5,7 +5,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from ppo_robot.errors import UserError
+
+POSITIVE = (
+    "rmse_horizon_s",
+    "window_s",
+    "divergence_frac",
+    "fit_step",
+    "fit_latency_step_s",
+    "fit_robust_scale",
+)
+"""The keys that must be > 0 where set."""
 
 
 @dataclass
@@ -57,3 +70,28 @@ class ReplayConfig:
     """Write the PNG figures and report.md (false: the JSON line only)."""
     nthread: int = 2
     """MuJoCo rollout threads."""
+
+    def log_paths(self) -> list[Path]:
+        """`log=PATH` or `log=[A,B]` as paths; absent or empty refused."""
+        if self.log is None:
+            raise UserError("log: give log=PATH (or log=[A,B] with fit=[...])")
+        items = self.log if isinstance(self.log, list) else [self.log]
+        if not items:
+            raise UserError("log: the list of logs is empty")
+        return [Path(str(p)) for p in items]
+
+    def validate(self) -> None:
+        """Checks a type cannot express; raises UserError naming the key. The robot's
+        replay windows (filled in once the log is read) are checked again then."""
+        if len(self.log_paths()) > 1 and not self.fit:
+            raise UserError(
+                "log: a list of logs is for fitting (fit=[...]); give one log to replay"
+            )
+        if self.fit and self.reality:
+            raise UserError(
+                "fit= fits multipliers of the nominal model; leave reality= out when fitting"
+            )
+        for k in POSITIVE:
+            v = getattr(self, k)
+            if v is not None and float(v) <= 0:
+                raise UserError(f"{k} must be > 0, got {v}")

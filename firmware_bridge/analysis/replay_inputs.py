@@ -10,15 +10,15 @@ so nothing else of the replay imports it at module level.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from firmware_bridge.analysis.replay_config import ReplayConfig
 from ppo_robot.cli import UserError, one_line
 
 
-def import_mujoco(cfg: Any) -> None:
+def import_mujoco(cfg: ReplayConfig) -> None:
     """Import mujoco first here, headless rendering chosen where render=true has no display."""
     if cfg.render and "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["MUJOCO_GL"] = "egl"  # headless rendering; read when mujoco is imported
@@ -28,19 +28,16 @@ def import_mujoco(cfg: Any) -> None:
         raise UserError(f"mujoco cannot be imported: {one_line(e)}") from None
 
 
-def read_inputs(cfg: Any) -> tuple[list[Path], list[str], list[Any], Path]:
-    """The logs (read), the parameters to fit and the report folder (created); bad input
-    refused with one line."""
+def read_inputs(
+    cfg: ReplayConfig,
+) -> tuple[ReplayConfig, list[Path], list[str], list[Any], Path]:
+    """The config with the log's robot's replay windows filled in, the logs (read), the
+    parameters to fit and the report folder (created); bad input refused with one line.
+    `cfg` is validated already (typed_config)."""
     from firmware_bridge.logs.rollout_log import LogError, read_log
 
-    paths = _logs(cfg)
-    fit_names = [str(x) for x in (cfg.fit or [])]
-    if len(paths) > 1 and not fit_names:
-        raise UserError("log: a list of logs is for fitting (fit=[...]); give one log to replay")
-    if fit_names and cfg.reality:
-        raise UserError(
-            "fit= fits multipliers of the nominal model; leave reality= out when fitting"
-        )
+    paths = cfg.log_paths()
+    fit_names = [str(x) for x in cfg.fit]
     datas = []
     for p in paths:
         try:
@@ -50,29 +47,17 @@ def read_inputs(cfg: Any) -> tuple[list[Path], list[str], list[Any], Path]:
         except OSError as e:
             raise UserError(f"log {p} cannot be read ({e.strerror})") from None
     data = datas[0]
-    _robot_windows(cfg, data.run)
+    cfg = _robot_windows(cfg, data.run)
     _check_given_files(cfg, data.run)
     out = Path(cfg.out_dir) if cfg.out_dir else paths[0].with_name(paths[0].stem + "-replay")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"out_dir {out} cannot be created ({e.strerror})") from None
-    return paths, fit_names, datas, out
+    return cfg, paths, fit_names, datas, out
 
 
-def _logs(cfg: Any) -> list[Path]:
-    """`log=PATH` or `log=[A,B]` as paths; absent or empty refused."""
-    if OmegaConf.is_missing(cfg, "log") or cfg.log is None:
-        raise UserError("log: give log=PATH (or log=[A,B] with fit=[...])")
-    cfg_log = cfg.log
-    items = OmegaConf.to_container(cfg_log) if OmegaConf.is_list(cfg_log) else cfg_log
-    items = items if isinstance(items, list) else [items]
-    if not items:
-        raise UserError("log: the list of logs is empty")
-    return [Path(str(p)) for p in items]
-
-
-def _robot_windows(cfg: Any, run: dict[str, Any]) -> None:
+def _robot_windows(cfg: ReplayConfig, run: dict[str, Any]) -> ReplayConfig:
     """rmse_horizon_s / window_s left null: the log's robot's (its robot.yaml); all > 0.
     A log of no registered robot keeps them null: it has no simulation to replay. The fit's
     difference steps left null: the robot's, else the fit's defaults."""
@@ -84,13 +69,14 @@ def _robot_windows(cfg: Any, run: dict[str, Any]) -> None:
         own = settings(robot) if robot in robots() else None
     except SpecError as e:
         raise UserError(str(e)) from None
+    filled = {}
     for k in ("rmse_horizon_s", "window_s"):
-        if cfg[k] is None and own is not None:
+        if getattr(cfg, k) is None and own is not None:
             if own.get(k) is None:
                 raise UserError(
                     f"{k} is null and robot '{run.get('robot')}' sets none (robot.yaml); give {k}="
                 )
-            cfg[k] = float(own[k])
+            filled[k] = float(own[k])
     from firmware_bridge.analysis.sysid import FIT_STEP, LATENCY_STEP_S
 
     for k, default in (
@@ -98,15 +84,14 @@ def _robot_windows(cfg: Any, run: dict[str, Any]) -> None:
         ("fit_latency_step_s", LATENCY_STEP_S),
         ("fit_robust_scale", None),
     ):
-        if cfg[k] is None and (own or {}).get(k, default) is not None:
-            cfg[k] = float((own or {}).get(k, default))
-    checked = ("fit_step", "fit_latency_step_s", "fit_robust_scale")
-    for k in ("rmse_horizon_s", "window_s", "divergence_frac", *checked):
-        if cfg[k] is not None and float(cfg[k]) <= 0:
-            raise UserError(f"{k} must be > 0, got {cfg[k]}")
+        if getattr(cfg, k) is None and (own or {}).get(k, default) is not None:
+            filled[k] = float((own or {}).get(k, default))
+    cfg = replace(cfg, **filled)
+    cfg.validate()  # the robot's windows and fit steps are > 0 too
+    return cfg
 
 
-def _check_given_files(cfg: Any, run: dict[str, Any]) -> None:
+def _check_given_files(cfg: ReplayConfig, run: dict[str, Any]) -> None:
     """Files given on the command line must exist and load (else one line, exit 2, before
     any output); files the log names but that are gone are reported in `missing` instead."""
     from envs.robots import get_robot

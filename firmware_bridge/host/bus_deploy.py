@@ -51,7 +51,7 @@ from firmware_bridge.wire.servo_calibration import (
     factory_calibration,
     servo_map_for,
 )
-from ppo_robot.cli import RunFault, UserError, typed_config
+from ppo_robot.cli import RunFault, UserError
 
 log = logging.getLogger("deploy")
 
@@ -102,7 +102,7 @@ def deploy_bus(cfg: Any, spec, policy, sc: SafetyConfig, rate_hz: float, kind: s
 
 def _bus_section(cfg: Any, bus_cls) -> BusSection:
     """The `bus` section, checked against what the servos can hold; UserError naming the key."""
-    bc = typed_config(cfg.bus, BusSection)
+    bc = cfg.bus
     regs = bus_cls.registers
     full = regs.torque_full_scale
     checks = [

@@ -39,24 +39,22 @@ from firmware_bridge.host.deploy_steps import (
     summary,
 )
 from firmware_bridge.host.recovery import Outcome, recover, reset_probe
-from firmware_bridge.host.safety import SafetyConfig
 from ppo_robot.cli import UserError, run_app, typed_config
 
 log = logging.getLogger("deploy")
 
 
-def deploy(cfg: Any) -> dict[str, Any]:
+def deploy(raw: Any) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="deploy: %(message)s")
     from firmware_bridge.wire.link import LinkError, SerialLink
     from firmware_bridge.wire.session import HandshakeError, handshake, wait_state
 
-    if cfg.duration_s is None or cfg.duration_s <= 0:
-        raise UserError(f"duration_s must be > 0, got {cfg.duration_s}")
+    cfg: DeployConfig = typed_config(raw, DeployConfig)
     # ---- policy and robot spec: everything checkable before touching the port
     policy = load_policy(cfg)
     robot, rate_hz = robot_and_rate(cfg, policy)
     spec, rate_hz, kind = checked_spec(robot, rate_hz, policy, cfg.source)
-    sc = typed_config(cfg.safety, SafetyConfig)
+    sc = cfg.safety
     if kind != "framed":  # the servos' own bus, no controller of ours
         from firmware_bridge.host.bus_deploy import deploy_bus
 

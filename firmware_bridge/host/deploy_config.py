@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_bridge.host.safety import SafetyConfig
+from ppo_robot.errors import UserError
 
 
 @dataclass
@@ -112,3 +113,11 @@ class DeployConfig:
     arm's). Required for such a robot; a framed robot has none."""
     bus: BusSection = field(default_factory=BusSection)
     """A servo-bus robot's bus, protection and safe state."""
+
+    def validate(self) -> None:
+        """Checks a type cannot express; raises UserError naming the key. The keys that
+        depend on the robot (a framed robot has no `calibration`; a servo bus has no
+        recovery, and its `bus` section must fit its servos) are checked once the policy's
+        robot is known (host.deploy, host.bus_deploy)."""
+        if self.duration_s is None or self.duration_s <= 0:
+            raise UserError(f"duration_s must be > 0, got {self.duration_s}")

@@ -19,11 +19,11 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from firmware_bridge.host.loop import pct
 from ppo_robot.cli import RunFault, UserError, atomic_write_text, write_summary
@@ -130,7 +130,7 @@ def run_metadata(cfg, spec, policy, rate_hz, source_meta, link_meta) -> dict[str
         "policy_sha256": policy.sha256 if policy else None,
         "policy_metadata": policy.info.meta if policy else None,
         "rate_hz": rate_hz,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": asdict(cfg),
         **link_meta,
         "port": str(cfg.port),
         "host": {

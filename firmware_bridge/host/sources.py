@@ -125,7 +125,8 @@ def excitation_signal(ex: Excitation, rate_hz: float, duration_s: float) -> np.n
 def parse_excitation(cfg: Any) -> Excitation:
     from omegaconf import OmegaConf
 
-    d = OmegaConf.to_container(cfg, resolve=True) if cfg is not None else {}
+    # deploy's typed config holds it as a dict; a composed config as a DictConfig
+    d = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
     d = {k: v for k, v in (d or {}).items() if k != "name"}
     unknown = set(d) - set(Excitation.__dataclass_fields__)
     if unknown:
@@ -272,11 +273,11 @@ def task_goal(cfg: Any, spec) -> np.ndarray | None:
     """The run's goal for a goal-directed task (None for a task without one): `goal=` as
     given, or drawn from the task with `goal_seed` (the same draw every call)."""
     if not spec.goal_dim:
-        if cfg.get("goal") is not None:
+        if cfg.goal is not None:
             raise UserError(f"goal=: task '{spec.task_name}' of robot '{spec.name}' takes no goal")
         return None
-    if cfg.get("goal") is None:
-        rng = np.random.default_rng(int(cfg.get("goal_seed") or 0))
+    if cfg.goal is None:
+        rng = np.random.default_rng(int(cfg.goal_seed or 0))
         return spec.sample_goal(spec.load_model(), rng, 1)[0]
     try:
         goal = np.asarray(list(cfg.goal), dtype=np.float64)

@@ -33,7 +33,8 @@ from typing import Any
 from firmware_bridge.sim.plant import Plant
 from firmware_bridge.sim.port import Port, log_applied, open_io, run_until_stopped
 from firmware_bridge.sim.realtime import RealTimeLoop
-from ppo_robot.cli import UserError, run_app, write_summary
+from firmware_bridge.sim.robot_config import SimRobotConfig
+from ppo_robot.cli import UserError, run_app, typed_config, write_summary
 
 log = logging.getLogger("sim_robot")
 
@@ -41,7 +42,7 @@ BUS_KEYS = ("absent_ids", "error_ids", "error_after_s", "bus_baud")
 """sim_robot keys that only a servo-bus robot has (sim/robot_config.py)."""
 
 
-def _spec_and_plant(cfg: Any):
+def _spec_and_plant(cfg: SimRobotConfig):
     """The robot's spec, its plant and its transport; bad keys are UserErrors."""
     from envs.randomization import RandomizationError
     from envs.robots import get_robot, transport
@@ -60,7 +61,7 @@ def _controller_config(cfg: Any, spec):
     """The framed controller's configuration; bad keys are UserErrors."""
     from firmware_bridge.sim.controller import ControllerConfig
 
-    given = [k for k in BUS_KEYS if cfg.get(k)]
+    given = [k for k in BUS_KEYS if getattr(cfg, k)]
     if given:
         raise UserError(
             f"{given[0]}: only a servo-bus robot has it (robot={cfg.robot} speaks our framed "
@@ -83,7 +84,7 @@ def _controller_config(cfg: Any, spec):
 class _Loop(RealTimeLoop):
     """Physics in real time: the controller's commands through the plant, one step each."""
 
-    def __init__(self, cfg: Any, plant: Plant, ctl, port: Port) -> None:
+    def __init__(self, cfg: SimRobotConfig, plant: Plant, ctl, port: Port) -> None:
         super().__init__(plant.dt, cfg.duration_s)
         self.cfg, self.plant, self.ctl, self.port = cfg, plant, ctl, port
         self._applied_before = 0
@@ -116,9 +117,13 @@ class _Loop(RealTimeLoop):
         ctl.poll(now_ns // 1000, plant.sensors)
 
 
-def serve(cfg: Any) -> dict[str, Any]:
-    """Serve the robot named by cfg.robot: the framed controller, or its servo bus."""
+def serve(raw: Any) -> dict[str, Any]:
+    """Serve the robot named by cfg.robot: the framed controller, or its servo bus. The keys
+    that depend on the robot (a framed robot's watchdog and no bus keys; a bus robot's
+    servo ids and baud) are checked once the robot is loaded (`_controller_config`,
+    `bus_robot.bus_faults`)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="sim_robot: %(message)s")
+    cfg: SimRobotConfig = typed_config(raw, SimRobotConfig)
     spec, plant, kind = _spec_and_plant(cfg)
     if kind == "feetech":
         from firmware_bridge.sim.bus_robot import serve_bus
@@ -127,7 +132,7 @@ def serve(cfg: Any) -> dict[str, Any]:
     return _serve_framed(cfg, spec, plant)
 
 
-def _serve_framed(cfg: Any, spec, plant: Plant) -> dict[str, Any]:
+def _serve_framed(cfg: SimRobotConfig, spec, plant: Plant) -> dict[str, Any]:
     from firmware_bridge.sim.controller import Controller
 
     ccfg = _controller_config(cfg, spec)
@@ -165,6 +170,4 @@ def _serve_framed(cfg: Any, spec, plant: Plant) -> dict[str, Any]:
 
 
 def main() -> None:
-    from firmware_bridge.sim.robot_config import SimRobotConfig
-
     run_app("sim_robot", serve, SimRobotConfig)

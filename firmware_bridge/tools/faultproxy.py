@@ -67,7 +67,7 @@ from firmware_bridge.tools.faultproxy_settings import (
     settings_from_config,
 )
 from firmware_bridge.tools.faultproxy_tap import ControllerView
-from ppo_robot.cli import UserError, run_app, write_summary
+from ppo_robot.cli import UserError, run_app, typed_config, write_summary
 
 __all__ = [
     "ControllerView",
@@ -407,10 +407,11 @@ class FaultProxy:
         }
 
 
-def proxy_main(cfg: Any) -> dict[str, Any]:
+def proxy_main(raw: Any) -> dict[str, Any]:
     from firmware_bridge.wire.link import LinkError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="faultproxy: %(message)s")
+    cfg: FaultProxyConfig = typed_config(raw, FaultProxyConfig)
     settings = settings_from_config(cfg)
     try:
         proxy = FaultProxy(str(cfg.upstream), settings, port_link=cfg.port_link, baud=int(cfg.baud))

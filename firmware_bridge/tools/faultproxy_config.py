@@ -2,21 +2,29 @@
 as `faultproxy_schema` by firmware_bridge.tools.faultproxy; `settings_from_config`
 (firmware_bridge.tools.faultproxy_settings) turns it into the proxy's own `ProxySettings`.
 Tools floor.
+
+The fault keys are `faultproxy_settings.Rates`'s fields, written there once: the top level
+(both directions) and the `h2c` / `c2h` sections (one direction) are generated from them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import Field, dataclass, field, fields, make_dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
-from firmware_bridge.tools.faultproxy_settings import Rates
+from firmware_bridge.tools.faultproxy_settings import Rates, settings_from_config
 
 
-def _optional(hint: Any) -> Any:
-    """A Rates field's type as a YAML section's: a tuple is a list there, and null is allowed."""
-    if get_origin(hint) is tuple:
-        hint = list[get_args(hint)[0]]
-    return hint | None
+def _yaml_type(hint: Any) -> Any:
+    """A Rates field's type as a YAML key's: a tuple is a list there."""
+    return list[get_args(hint)[0]] if get_origin(hint) is tuple else hint
+
+
+def _yaml_default(f: Field) -> Any:
+    """A Rates field's default as a YAML key's (a tuple as a fresh list)."""
+    if isinstance(f.default, tuple):
+        return field(default_factory=lambda d=f.default: list(d))
+    return field(default=f.default)
 
 
 def _direction_section() -> type:
@@ -28,7 +36,7 @@ def _direction_section() -> type:
     )
     return make_dataclass(
         "FaultDirectionSection",
-        [(f.name, _optional(hints[f.name]), field(default=None)) for f in fields(Rates)],
+        [(f.name, _yaml_type(hints[f.name]) | None, field(default=None)) for f in fields(Rates)],
         namespace={"__module__": __name__, "__doc__": doc},
     )
 
@@ -37,7 +45,9 @@ FaultDirectionSection = _direction_section()
 
 
 @dataclass
-class FaultProxyConfig:
+class FaultProxyPorts:
+    """The fault proxy's ports and seed: the first keys of `FaultProxyConfig`."""
+
     upstream: str = "???"
     """The controller's port (a device, pseudo-terminal or symlink), opened as a client."""
     port_link: str | None = None
@@ -46,30 +56,25 @@ class FaultProxyConfig:
     """Seed of every random fault decision."""
     baud: int = 1_000_000
     """Baud rate of the upstream port (ignored by pseudo-terminals)."""
-    drop: float = 0.0
-    """Probability per frame that it is dropped (both directions)."""
-    duplicate: float = 0.0
-    """Probability per frame that it is sent twice."""
-    delay: float = 0.0
-    """Probability per frame that it is held `delay_ms` (later frames overtake it)."""
-    reorder: float = 0.0
-    """Probability per frame that it is swapped with the next frame."""
-    corrupt: float = 0.0
-    """Probability per frame that one of its bytes is altered (never into a 0x00 delimiter)."""
-    garbage: float = 0.0
-    """Probability per frame that a garbage frame (random bytes and a 0x00) goes before it."""
-    stall: float = 0.0
-    """Probability per frame that the line stalls for `stall_ms` from this frame on."""
-    bit_error: float = 0.0
-    """Probability per byte on the wire that one of its bits flips (delimiters included)."""
-    delay_ms: float = 20.0
-    """How long a delayed frame is held."""
-    stall_ms: float = 200.0
-    """How long a stall holds the line (frames are delivered when it ends)."""
-    garbage_bytes: int = 32
-    """Largest garbage frame, bytes before its 0x00."""
-    stall_at_s: list[float] = field(default_factory=list)
-    """Stall both directions at these times (s after the host's first byte)."""
+
+
+def _with_rates() -> type:
+    """FaultProxyPorts + one key per `Rates` field, with Rates' default: the faults of both
+    directions (Rates' docstrings say what each is)."""
+    hints = get_type_hints(Rates)
+    return make_dataclass(
+        "FaultProxyRates",
+        [(f.name, _yaml_type(hints[f.name]), _yaml_default(f)) for f in fields(Rates)],
+        bases=(FaultProxyPorts,),
+        namespace={"__module__": __name__, "__doc__": _with_rates.__doc__},
+    )
+
+
+@dataclass
+class FaultProxyConfig(_with_rates()):
+    """`python -m firmware_bridge.faultproxy`'s schema: the ports, the fault rates of both
+    directions (generated from `Rates`), then the keys below."""
+
     h2c: FaultDirectionSection = field(default_factory=FaultDirectionSection)
     """Overrides for host -> controller."""
     c2h: FaultDirectionSection = field(default_factory=FaultDirectionSection)
@@ -87,3 +92,7 @@ class FaultProxyConfig:
     """Reopen the upstream port when it goes away (a controller that restarts)."""
     duration_s: float | None = None
     """Stop after this long (default: run until SIGTERM/SIGINT)."""
+
+    def validate(self) -> None:
+        """Every key checked once, by resolving the settings (UserError naming the key)."""
+        settings_from_config(self)

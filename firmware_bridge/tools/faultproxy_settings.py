@@ -99,16 +99,18 @@ def _rates(cfg: Any, over: Any) -> Rates:
     """One direction's Rates: its section's value where set (not null), else the top level."""
     values = {}
     for f in fields(Rates):
-        v = over.get(f.name) if over is not None else None
-        v = cfg[f.name] if v is None else v
+        v = getattr(over, f.name) if over is not None else None
+        v = getattr(cfg, f.name) if v is None else v
         values[f.name] = tuple(float(x) for x in v) if f.name == "stall_at_s" else v
     return Rates(**values)
 
 
 def settings_from_config(cfg: Any) -> ProxySettings:
-    """FaultProxyConfig (a composed Hydra config) -> ProxySettings; UserError naming the key."""
+    """A FaultProxyConfig (the typed object, or the composed Hydra config: both are read
+    by attribute) -> ProxySettings; UserError naming the key. `FaultProxyConfig.validate`
+    is this, so the entry point's `typed_config` checks every key here."""
     _rates(cfg, None).check("")
-    per = {d: _rates(cfg, cfg[d]) for d in DIRECTIONS}
+    per = {d: _rates(cfg, getattr(cfg, d)) for d in DIRECTIONS}
     for d in DIRECTIONS:
         per[d].check(f"{d}.")
     names = _message_types("frames", cfg.frames)
