@@ -37,6 +37,11 @@ def evaluate(raw: Any) -> dict[str, Any]:
         env = make_env(env_cfg, int(cfg.episodes), int(cfg.seed), rand)
     except (RandomizationError, SpecError, ValueError) as e:
         raise UserError(str(e)) from None
+    _check_layout(cfg.checkpoint, ck, env)
+    adr = getattr(env, "adr", None)
+    if adr is not None:  # inside the ranges the checkpoint's training reached (else nominal)
+        state = ((ck["train"].get("env_state") or {}).get("adr") or {}).get("state")
+        adr.freeze(state if state and state["names"] == list(adr.state.names) else None)
     torch.set_num_threads(1)
     ev = evaluate_policy(actor, env, int(cfg.seed))
     summary: dict[str, Any] = {
@@ -61,6 +66,21 @@ def evaluate(raw: Any) -> dict[str, Any]:
     out_dir = cfg.out_dir or str(Path(cfg.checkpoint).resolve().parent)
     write_summary(summary, out_dir, name="eval_summary.json")
     return summary
+
+
+def _check_layout(path: str, ck: dict[str, Any], env: Any) -> None:
+    """A robot checkpoint fits the installed robot's layout (observation, actions, limits),
+    else one line: it was trained on another version of the robot."""
+    from envs.spec import RobotSpec
+
+    spec = getattr(getattr(env, "task", None), "spec", None)
+    if ck.get("robot") is None or spec is None:
+        return
+    if spec.layout_hash() != RobotSpec.hash_layout(ck["robot"]):
+        raise UserError(
+            f"checkpoint {path} was trained on another version of robot '{spec.name}' "
+            "(sensor/actuator layout, observation or limits differ from the installed spec)"
+        )
 
 
 def main() -> None:

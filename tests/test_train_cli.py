@@ -136,6 +136,18 @@ def test_evaluate_bad_input(trained, args, expect):
     assert p.returncode == 2 and expect in p.stderr and "Traceback" not in p.stderr
 
 
+def test_evaluate_refuses_a_checkpoint_of_another_robot_version(trained, tmp_path):
+    """A checkpoint whose robot layout differs from the installed spec (here: its version)
+    is one line, exit 2, not a shape error from the network."""
+    ck = torch.load(trained["checkpoint"], weights_only=False)
+    ck["robot"] = {**ck["robot"], "version": ck["robot"]["version"] + 1}
+    other = tmp_path / "other.pt"
+    torch.save(ck, other)
+    p = run_cli("ppo_robot.evaluate", f"checkpoint={other}", "episodes=2", f"out_dir={tmp_path}")
+    assert p.returncode == 2 and "another version of robot 'furuta'" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "eval_summary.json").exists()
+
+
 def test_corrupt_checkpoint_refused(tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"\x00" * 100)
