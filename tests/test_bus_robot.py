@@ -117,8 +117,10 @@ def test_power_on_goal_torque_limit_and_torque_off(sim_robot, tmp_path):
     with _bus(sim.port) as bus:
         _power_on(bus)
         _goal_reached_in_physics_time(bus, goal)
-        load = _raise_arm(bus)  # held at home: the shoulder carries the forearm
-        assert abs(load) * STALL_TORQUE / 1000 == pytest.approx(0.54, abs=0.05)  # N m
+        load = _raise_arm(bus)  # held at home: the shoulder carries the forearm, 0.54 N m,
+        # give or take the joint's friction (frictionloss 0.052 N m: it rests anywhere in the
+        # band; 0.488 seen) and a count of load quantization
+        assert abs(load) * STALL_TORQUE / 1000 == pytest.approx(0.54, abs=0.06)  # N m
 
         bus.write_register(LIFT, Reg.TORQUE_LIMIT, 100)  # 10 %: too weak to hold it
         _wait(lambda: _position(bus, LIFT), lambda p: abs(p - HOME) > 150, "sagging shoulder")
