@@ -92,7 +92,8 @@ def _output_path(cfg: ExportConfig) -> Path:
 def _robot_spec(cfg: ExportConfig, ck: dict[str, Any]):
     """The installed robot spec the checkpoint was trained on, its layout unchanged."""
     from envs.robots import get_robot
-    from envs.spec import RobotSpec, SpecError
+    from envs.spec import SpecError
+    from ppo_robot.checkpoint import check_robot_layout
 
     if ck.get("robot") is None:
         raise UserError(
@@ -104,11 +105,7 @@ def _robot_spec(cfg: ExportConfig, ck: dict[str, Any]):
         spec = get_robot(robot["name"], robot["control_hz"], robot.get("task"))
     except SpecError as e:
         raise UserError(str(e)) from None
-    if spec.layout_hash() != RobotSpec.hash_layout(ck["robot"]):
-        raise UserError(
-            f"checkpoint {cfg.checkpoint} was trained on another version of robot '{spec.name}' "
-            "(sensor/actuator layout or limits differ from the installed spec)"
-        )
+    check_robot_layout(cfg.checkpoint, ck, spec)
     return spec
 
 

@@ -60,13 +60,19 @@ def write_ranges(env: Any, run_dir: Path) -> Path | None:
     return path
 
 
-def checkpoint_ranges(ck: dict[str, Any]) -> dict[str, list[float]] | None:
-    """{param: [low, high]} a checkpoint's training env had reached; None without ADR."""
+def checkpoint_adr_state(ck: dict[str, Any]) -> dict[str, Any] | None:
+    """The adaptive ranges' state (`AdrState.state_dict`) a checkpoint's training env had
+    reached; None without ADR."""
     env_state = (ck.get("train") or {}).get("env_state") or {}
     adr = env_state.get("adr") if isinstance(env_state, dict) else None
-    if not adr:
+    return adr["state"] if adr else None
+
+
+def checkpoint_ranges(ck: dict[str, Any]) -> dict[str, list[float]] | None:
+    """{param: [low, high]} a checkpoint's training env had reached; None without ADR."""
+    s = checkpoint_adr_state(ck)
+    if s is None:
         return None
-    s = adr["state"]
     return {
         n: [float(a), float(b)] for n, a, b in zip(s["names"], s["low"], s["high"], strict=True)
     }

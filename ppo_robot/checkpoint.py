@@ -109,3 +109,15 @@ def build_actor(ck: dict[str, Any]) -> Actor:
     actor.load_state_dict(ck["actor"])
     actor.eval()
     return actor
+
+
+def check_robot_layout(path: str | Path, ck: dict[str, Any], spec) -> None:
+    """A robot checkpoint fits `spec`, the installed robot (sensor/actuator layout, the
+    observation, limits), else UserError in one line naming the checkpoint."""
+    from envs.spec import RobotSpec
+
+    if spec.layout_hash() != RobotSpec.hash_layout(ck["robot"]):
+        raise UserError(
+            f"checkpoint {path} was trained on another version of robot '{spec.name}' "
+            "(sensor/actuator layout or limits differ from the installed spec)"
+        )

@@ -25,7 +25,8 @@ def evaluate(raw: Any) -> dict[str, Any]:
     from envs.make import make_env
     from envs.randomization import RandomizationError, load, parse
     from envs.spec import SpecError
-    from ppo_robot.checkpoint import build_actor, load_checkpoint
+    from ppo_robot.adr_log import checkpoint_adr_state
+    from ppo_robot.checkpoint import build_actor, check_robot_layout, load_checkpoint
     from ppo_robot.runner import evaluate_policy
 
     cfg: EvalConfig = typed_config(raw, EvalConfig)
@@ -37,10 +38,12 @@ def evaluate(raw: Any) -> dict[str, Any]:
         env = make_env(env_cfg, int(cfg.episodes), int(cfg.seed), rand)
     except (RandomizationError, SpecError, ValueError) as e:
         raise UserError(str(e)) from None
-    _check_layout(cfg.checkpoint, ck, env)
+    spec = getattr(getattr(env, "task", None), "spec", None)
+    if ck.get("robot") is not None and spec is not None:
+        check_robot_layout(cfg.checkpoint, ck, spec)
     adr = getattr(env, "adr", None)
     if adr is not None:  # inside the ranges the checkpoint's training reached (else nominal)
-        state = ((ck["train"].get("env_state") or {}).get("adr") or {}).get("state")
+        state = checkpoint_adr_state(ck)
         adr.freeze(state if state and state["names"] == list(adr.state.names) else None)
     torch.set_num_threads(1)
     ev = evaluate_policy(actor, env, int(cfg.seed))
@@ -66,21 +69,6 @@ def evaluate(raw: Any) -> dict[str, Any]:
     out_dir = cfg.out_dir or str(Path(cfg.checkpoint).resolve().parent)
     write_summary(summary, out_dir, name="eval_summary.json")
     return summary
-
-
-def _check_layout(path: str, ck: dict[str, Any], env: Any) -> None:
-    """A robot checkpoint fits the installed robot's layout (observation, actions, limits),
-    else one line: it was trained on another version of the robot."""
-    from envs.spec import RobotSpec
-
-    spec = getattr(getattr(env, "task", None), "spec", None)
-    if ck.get("robot") is None or spec is None:
-        return
-    if spec.layout_hash() != RobotSpec.hash_layout(ck["robot"]):
-        raise UserError(
-            f"checkpoint {path} was trained on another version of robot '{spec.name}' "
-            "(sensor/actuator layout, observation or limits differ from the installed spec)"
-        )
 
 
 def main() -> None:
