@@ -73,3 +73,37 @@ def machine() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def plot_curves(
+    lines: list[tuple[list[float], list[float], dict]],
+    out: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    target: float,
+    ylim: tuple[float, float] | None = None,
+    size: tuple[float, float] = (7, 4),
+) -> None:
+    """Learning curves (x, y, matplotlib kwargs each) with the target as a dashed line,
+    saved as a PNG at `out` (its folder made)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    for x, y, kw in lines:
+        ax.plot(x, y, marker=".", **kw)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.axhline(target, color="gray", lw=0.8, ls="--")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)

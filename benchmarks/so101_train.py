@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._util import ROOT, cli, machine  # noqa: E402
+from benchmarks._util import ROOT, cli, machine, plot_curves  # noqa: E402
 
 TARGET = 0.9
 """The issue's bar: >= 90 % success under randomization=so101/default."""
@@ -87,27 +87,22 @@ def main() -> None:
 
 
 def _plot(runs: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in runs:
-        ax.plot(
-            [c[1] for c in r["curve"]], [c[2] for c in r["curve"]], marker=".",
-            label=f"{r['rate_hz']} Hz, seed {r['seed']}",
-        )  # fmt: skip
-    ax.set_xlabel("training wall time (s), 2-core CPU")
-    ax.set_ylabel("evaluation success (randomization=so101/default)")
-    ax.set_title("SO-101 reach: python -m ppo_robot.train env=so101")
-    ax.axhline(TARGET, color="gray", lw=0.8, ls="--")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    plot_curves(
+        [
+            (
+                [c[1] for c in r["curve"]],
+                [c[2] for c in r["curve"]],
+                {"label": f"{r['rate_hz']} Hz, seed {r['seed']}"},
+            )
+            for r in runs
+        ],
+        out,
+        xlabel="training wall time (s), 2-core CPU",
+        ylabel="evaluation success (randomization=so101/default)",
+        title="SO-101 reach: python -m ppo_robot.train env=so101",
+        target=TARGET,
+        ylim=(-0.02, 1.02),
+    )
 
 
 if __name__ == "__main__":

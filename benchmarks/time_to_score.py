@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._util import ROOT, cli, machine  # noqa: E402
+from benchmarks._util import ROOT, cli, machine, plot_curves  # noqa: E402
 from benchmarks.tts_common import ScoreTask, held_at, load_spec  # noqa: E402
 
 PEERS = ["ours", "sb3", "sb3_zoo", "rsl_rl"]
@@ -181,28 +181,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _plot(task: ScoreTask, runs: dict[str, list[dict]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     colors = dict(zip(PEERS, ["C0", "C1", "C2", "C3"], strict=True))
-    for trainer, rs in runs.items():
-        for i, r in enumerate(rs):
-            wall = [c[0] for c in r["curve"]]
-            score = [c[2] for c in r["curve"]]
-            label = trainer if i == 0 else None
-            ax.plot(wall, score, marker=".", color=colors[trainer], alpha=0.8, label=label)
-    ax.axhline(task.target, color="gray", lw=0.8, ls="--")
-    ax.set_xlabel("training wall time (s), this machine")
-    ax.set_ylabel("evaluation success rate" if task.metric == "success" else "evaluation return")
-    ax.set_title(f"time to score: {task.name} (target {task.target:g})")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    lines = [
+        (
+            [c[0] for c in r["curve"]],
+            [c[2] for c in r["curve"]],
+            {"color": colors[trainer], "alpha": 0.8, "label": trainer if i == 0 else None},
+        )
+        for trainer, rs in runs.items()
+        for i, r in enumerate(rs)
+    ]
+    plot_curves(
+        lines,
+        out,
+        xlabel="training wall time (s), this machine",
+        ylabel="evaluation success rate" if task.metric == "success" else "evaluation return",
+        title=f"time to score: {task.name} (target {task.target:g})",
+        target=task.target,
+        size=(7.5, 4.2),
+    )
 
 
 if __name__ == "__main__":

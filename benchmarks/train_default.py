@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._util import ROOT, cli, machine  # noqa: E402
+from benchmarks._util import ROOT, cli, machine, plot_curves  # noqa: E402
 
 BUDGET_STEPS = 2_300_000
 """Control steps whose raw physics time is the budget (issue 23)."""
@@ -135,26 +135,18 @@ def _median_or_none(reached: list[float], n: int) -> float | None:
 
 
 def _plot(runs: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in runs:
-        wall = [c[1] for c in r["curve"]]
-        succ = [c[2] for c in r["curve"]]
-        ax.plot(wall, succ, marker=".", label=f"seed {r['seed']}")
-    ax.set_xlabel("wall time (s), 2-core CPU")
-    ax.set_ylabel("evaluation success rate (randomization=default)")
-    ax.set_title("Furuta swing-up: python -m ppo_robot.train")
-    ax.axhline(0.9, color="gray", lw=0.8, ls="--")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    plot_curves(
+        [
+            ([c[1] for c in r["curve"]], [c[2] for c in r["curve"]], {"label": f"seed {r['seed']}"})
+            for r in runs
+        ],
+        out,
+        xlabel="wall time (s), 2-core CPU",
+        ylabel="evaluation success rate (randomization=default)",
+        title="Furuta swing-up: python -m ppo_robot.train",
+        target=0.9,
+        ylim=(-0.02, 1.02),
+    )
 
 
 if __name__ == "__main__":
