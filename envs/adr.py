@@ -194,6 +194,14 @@ class AdrState:
         pairs = zip(self.names, self.low, self.high, strict=True)
         return {n: [float(a), float(b)] for n, a, b in pairs}
 
+    def envelope(self) -> dict[str, Any]:
+        """A `state_dict` whose ranges are the hard bounds: the whole envelope the ranges
+        may grow to, the same for every evaluation of a run (so evaluations compare)."""
+        d = self.state_dict()
+        d["low"] = [p.lower for p in self.config.params]
+        d["high"] = [p.upper for p in self.config.params]
+        return d
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "names": list(self.names),

@@ -5,7 +5,8 @@ The last `AdrState.probe_count(num_envs)` envs of a batch are the probes. At eac
 probe env is given one (parameter, side) and runs its episode with that parameter at that
 edge of its current range and every other adaptive parameter uniform inside its range; the
 other envs draw every adaptive parameter uniform inside its range. When a probe's episode
-ends its success goes to the edge's buffer (`AdrState.record`). The state and the probes'
+ends its success goes to the edge's buffer (`AdrState.record`), if that edge has not moved
+since the episode began. The state and the probes'
 assignments are part of the env's snapshot, so a resumed run goes on bit for bit.
 """
 
@@ -29,6 +30,10 @@ class AdrSampler:
         """Envs at or above this index are probes."""
         self.assigned = np.full((num_envs, 2), -1, dtype=np.int64)
         """Per env, the (parameter, side) its running episode probes; -1: none."""
+        self.probed = np.zeros(num_envs, dtype=np.float64)
+        """Per probe env, the edge value its running episode was given: a result counts
+        only while the edge is still there (an episode started before the edge moved tested
+        the old edge, and would bias the new edge's buffer)."""
         self.widened = 0
         self.narrowed = 0
         self.frozen = False
@@ -54,7 +59,8 @@ class AdrSampler:
         if env >= self.first_probe:
             param, side = (int(x) for x in s.assign(rng, 1)[0])
             self.assigned[env] = (param, side)
-            out[s.names[param]] = Dist("fixed", value=s.edge(param, side))
+            self.probed[env] = s.edge(param, side)
+            out[s.names[param]] = Dist("fixed", value=self.probed[env])
         return out
 
     def finished(self, ids: np.ndarray, success: np.ndarray) -> None:
@@ -63,21 +69,23 @@ class AdrSampler:
             return
         for i, ok in zip(ids, success, strict=True):
             param, side = self.assigned[i]
-            if param < 0:
+            self.assigned[i] = -1
+            if param < 0 or self.probed[i] != self.state.edge(int(param), int(side)):
                 continue
             moved = self.state.record(int(param), int(side), bool(ok))
             self.widened += moved > 0
             self.narrowed += moved < 0
-            self.assigned[i] = -1
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "state": self.state.state_dict(),
             "assigned": self.assigned.copy(),
+            "probed": self.probed.copy(),
             "moves": (self.widened, self.narrowed),
         }
 
     def restore(self, d: dict[str, Any]) -> None:
         self.state.load_state_dict(d["state"])
         self.assigned[...] = d["assigned"]
+        self.probed[...] = d["probed"]
         self.widened, self.narrowed = d["moves"]

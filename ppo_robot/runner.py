@@ -122,9 +122,12 @@ class Runner:
         self.env = make_env(e, e.num_envs, cfg.seed, rand)
         self.eval_env = make_env(e, cfg.eval_episodes, cfg.seed + EVAL_ENV_SEED, rand)
         self.adr = getattr(self.env, "adr", None)
-        """Adaptive ranges (`envs.adr_sampler`); evaluations run inside the reached ranges."""
+        """Adaptive ranges (`envs.adr_sampler`). Evaluations run over the hard bounds, not
+        inside the ranges reached so far: those grow, so a later evaluation would be harder
+        than an earlier one and best.pt, rollback and stop_at would favour the early policy
+        trained on the narrowest ranges."""
         if self.adr is not None:
-            self.eval_env.adr.freeze()
+            self.eval_env.adr.freeze(self.adr.state.envelope())
         self.metric_fields = METRIC_FIELDS + adr_fields(self.env)
         obs_dim = self.env.single_observation_space.shape[0]
         act_dim = self.env.single_action_space.shape[0]
@@ -340,8 +343,6 @@ class Runner:
         """Periodic evaluation: best.pt, rollback, last.pt; the stop status where stop_at's
         target has held for its evaluations, else None."""
         cfg = self.cfg
-        if self.adr is not None:  # evaluated inside the ranges reached so far
-            self.eval_env.adr.freeze(self.adr.state.state_dict())
         ev = evaluate_policy(self.actor, self.eval_env, cfg.seed + EVAL_RESET_SEED)
         self.last_eval = ev
         row["eval_return"] = ev.return_mean

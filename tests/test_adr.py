@@ -189,6 +189,49 @@ def test_probe_results_update_the_ranges_and_resume_bit_for_bit():
     assert np.array_equal(a.adr.assigned, b.adr.assigned) and np.array_equal(a.obs, b.obs)
 
 
+def test_a_probe_of_an_edge_that_moved_meanwhile_does_not_count():
+    env = _env()
+    adr, s = env.adr, env.adr.state
+    env.reset(seed=1)
+    probe = adr.first_probe
+    param, side = (int(x) for x in adr.assigned[probe])
+    s._move(param, side, +1)  # the edge moves out while the probe's episode runs
+    before = s.count.copy()
+    adr.finished(np.array([probe]), np.array([True]))
+    assert np.array_equal(s.count, before) and adr.assigned[probe][0] == -1
+    env.close()
+
+
+def test_evaluations_run_over_the_hard_bounds_whatever_the_ranges_reached(tmp_path):
+    """The training ranges grow; evaluations must stay comparable (best.pt, rollback and
+    stop_at rank them), so the evaluation env draws over the hard bounds."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from envs.randomization import parse
+    from ppo_robot.cli import register_schema, typed_config
+    from ppo_robot.config import EnvConfig, PPOConfig, TrainConfig
+    from ppo_robot.paths import config_dir
+    from ppo_robot.runner import Runner
+
+    register_schema("train", TrainConfig, {"env": EnvConfig, "ppo": PPOConfig})
+    over = ["randomization=furuta/adaptive", "env.num_envs=8", "eval_episodes=40"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        raw = compose(config_name="train", overrides=[*over, f"run_dir={tmp_path}"])
+    cfg = OmegaConf.to_container(raw, resolve=True)
+    runner = Runner(typed_config(raw, TrainConfig), cfg, parse(cfg["randomization"]))
+    ev, tr = runner.eval_env.adr, runner.adr
+    bounds = np.array([(p.lower, p.upper) for p in tr.state.config.params])
+    assert ev.frozen and np.array_equal(np.c_[ev.state.low, ev.state.high], bounds)
+    tr.state.high[:] = tr.state.low  # whatever training reaches, the evaluation is the same
+    assert np.array_equal(np.c_[ev.state.low, ev.state.high], bounds)
+    runner.eval_env.reset(seed=0)  # episodes draw their plants as an evaluation's do
+    body = mujoco.mj_name2id(runner.eval_env.nominal, mujoco.mjtObj.mjOBJ_BODY, "pendulum")
+    scale = [m.body_mass[body] for m in runner.eval_env.models]
+    scale = np.array(scale) / runner.eval_env.nominal.body_mass[body]
+    assert scale.min() < 0.8 and scale.max() > 1.35  # spread over [0.5, 1.6], not at 1.0
+
+
 def test_train_refuses_a_bad_adaptive_config_in_one_line():
     p = run_cli(
         "ppo_robot.train",
