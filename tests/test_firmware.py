@@ -240,8 +240,9 @@ def test_c_watchdog_cuts_motor_when_host_dies(pr_host_bin, policy_500hz, tmp_pat
     m = re.search(r"watchdog tripped: no valid COMMAND for ([\d.]+) ms", err)
     assert m, err
     # its watchdog time plus one 200 us poll when the process runs on time; slack for the
-    # scheduling of a shared machine (a 2-core CI runner measured 52.3 ms)
-    assert float(m.group(1)) <= 50.0 + 10.0
+    # scheduling of a shared machine (a 2-core CI runner measured 52.3 ms; 72.1 ms seen in a
+    # full suite on a loaded 2-core VM, 2026-12-03). A watchdog that waited twice its time fails.
+    assert float(m.group(1)) <= 50.0 + 30.0
     log = read_log(next(tmp_path.glob("*.mcap")))
     lost_ms = (killed_ns - max(log.log_time_ns["/timing"])) / 1e6
     assert 0 <= lost_ms <= 100.0, "log lost more than 100 ms before the kill"
